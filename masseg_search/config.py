@@ -1,0 +1,306 @@
+"""The project's one YAML config schema (pydantic), and loading with errors that name the file and the key.
+
+Sections: ``model``, ``data``, ``scene_types``, ``train`` (one fine-tuning run), ``train_sweep``, ``mss``,
+``ensemble``. Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key.
+``configs/demo.yaml`` is the embedded default.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from masseg_search import CONFIGS_DIR
+from masseg_search.errors import MassegError
+
+DEFAULT_CONFIG = CONFIGS_DIR / "demo.yaml"
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    """Which SAM2 to build and from which weights."""
+
+    config: str = Field("tiny256", description="one of our names under configs/models/, a SAM2 name, or a yaml path")
+    checkpoint: str | None = Field(None, description="official {'model': ...} or a training checkpoint; None = random")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    postprocess: bool = Field(False, description="mirror build_sam2_video_predictor(apply_postprocessing=True)")
+
+
+class SynthSection(Section):
+    """The synthetic MOSE-like dataset the demo and tests generate."""
+
+    videos: int = Field(40, ge=1)
+    seed: int = 0
+    height: int = Field(128, ge=32)
+    width: int = Field(128, ge=32)
+    frames: int = Field(12, ge=2)
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.5, "val": 0.25, "test": 0.25})
+
+
+class DataSection(Section):
+    """Where the data is; splits are list files or split names looked up under ``root``."""
+
+    root: str = "results/data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    synth: SynthSection | None = Field(default_factory=SynthSection, description="set to null for real data")
+
+
+class FeatureRange(Section):
+    """An inclusive range on one scene feature; either end may be open."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class SceneTypeRule(Section):
+    """A named scene type: an object is of this type when every feature range holds."""
+
+    name: str
+    when: dict[str, FeatureRange] = Field(default_factory=dict)
+
+
+class SceneTypesSection(Section):
+    """Scene types in priority order (first match wins), and the type of objects no rule matches."""
+
+    types: list[SceneTypeRule] = Field(default_factory=list)
+    default: str = "regular"
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "SceneTypesSection":
+        names = [rule.name for rule in self.types]
+        if len(names) != len(set(names)):
+            raise ValueError(f"scene type names must be unique, got {names}")
+        if self.default in names:
+            raise ValueError(f"default type {self.default!r} must not also be a rule name")
+        return self
+
+
+class LossWeights(Section):
+    """Weights of the fine-tuning loss terms (MASSeg eq. 1, plus SAM2's object-score term)."""
+
+    ce: float = Field(20.0, ge=0)
+    dice: float = Field(1.0, ge=0)
+    sim: float = Field(0.0, ge=0)
+    iou: float = Field(1.0, ge=0)
+    class_: float = Field(1.0, ge=0, alias="class")
+    ce_kind: Literal["focal", "ce"] = "focal"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AugmentationProbabilities(Section):
+    """Probability of each augmentation (MASSeg section 2.3)."""
+
+    hflip: float = Field(0.5, ge=0, le=1)
+    affine: float = Field(0.3, ge=0, le=1)
+    resize: float = Field(0.3, ge=0, le=1)
+    color_global: float = Field(0.3, ge=0, le=1)
+    color_per_frame: float = Field(0.2, ge=0, le=1)
+    grayscale: float = Field(0.05, ge=0, le=1)
+
+
+class TrainSection(Section):
+    """One fine-tuning run."""
+
+    lr: float = Field(3e-4, gt=0)
+    vision_lr: float | None = Field(None, description="image-encoder lr; None = lr")
+    layer_decay: float = Field(0.9, gt=0, le=1)
+    weight_decay: float = Field(0.1, ge=0)
+    epochs: int = Field(4, ge=1)
+    iterations_per_epoch: int = Field(100, ge=1)
+    batch_size: int = Field(1, ge=1)
+    num_frames: int = Field(6, ge=2)
+    max_objects: int = Field(3, ge=1)
+    image_size: int | None = Field(None, description="None = the model config's image_size")
+    grad_clip: float = Field(0.1, gt=0)
+    warmup_iterations: int = Field(20, ge=0)
+    amp: bool = True
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    multimask_output_for_tracking: bool = False
+    loss: LossWeights = Field(default_factory=LossWeights)
+    augment: AugmentationProbabilities = Field(default_factory=AugmentationProbabilities)
+    val_videos: int | None = Field(None, description="cap on validation videos per epoch; None = all")
+
+
+class SearchDimension(Section):
+    """One searched hyperparameter: a float range (log or linear) or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "SearchDimension":
+        if self.choices is None and (self.low is None or self.high is None):
+            raise ValueError("give either low and high, or choices")
+        if self.choices is None and self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.choices is None and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class AshaSection(Section):
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class TrainSweepSection(Section):
+    """Ray Tune sweep over ``train`` keys (dotted paths such as ``loss.dice`` or ``augment.grayscale``)."""
+
+    name: str = "sweep"
+    samples: int = Field(4, ge=1)
+    space: dict[str, SearchDimension] = Field(default_factory=dict)
+    asha: AshaSection = Field(default_factory=AshaSection)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(1, ge=0)
+    gpus_per_trial: float = Field(0, ge=0)
+    cpus_per_trial: float = Field(1, gt=0)
+    max_concurrent: int | None = Field(None, ge=1)
+    storage: str = "results/sweeps"
+    searcher: Literal["random", "optuna"] = "random"
+    optuna_storage: str | None = None
+    seed: int = 0
+
+
+class MssSection(Section):
+    """Optuna search of (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc) per scene type."""
+
+    split: str = "val"
+    trials: int = Field(24, ge=1)
+    batch: int = Field(8, ge=1, description="trials asked per study and engine pass")
+    sampler: Literal["tpe", "gp", "cmaes", "random", "grid"] = "tpe"
+    seed: int = 0
+    cv_folds: int = Field(3, ge=0, description="held-out estimate over videos; 0 or 1 = none")
+    scale: SearchDimension = Field(default_factory=lambda: SearchDimension(low=1.0, high=40.0, log=True))
+    bias: SearchDimension = Field(default_factory=lambda: SearchDimension(low=-20.0, high=0.0))
+    feature_cache_mb: int = Field(512, ge=0, description="keep image features across passes up to this size")
+    bootstrap: int = Field(1000, ge=0)
+
+
+class EnsembleSection(Section):
+    """How predictions are fused (a plan file can override), and what candidates --select-on compares."""
+
+    method: Literal["select", "mean", "logit-mean", "vote"] = "select"
+    configs: list[str] = Field(default_factory=list, description="config ids; empty = all present")
+    top_k: int = Field(3, ge=1)
+    workers: int = Field(2, ge=1)
+
+
+class ProjectConfig(Section):
+    """The whole config file."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    scene_types: SceneTypesSection = Field(default_factory=SceneTypesSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    train_sweep: TrainSweepSection = Field(default_factory=TrainSweepSection)
+    mss: MssSection = Field(default_factory=MssSection)
+    ensemble: EnsembleSection = Field(default_factory=EnsembleSection)
+    source: str | None = Field(None, exclude=True, description="the file this was loaded from")
+
+
+def _valid_keys(model_class: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at ``loc``'s parent, walking nested models (for the closest-key hint)."""
+    current: Any = model_class
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        annotation = fields[part].annotation
+        current = _model_in(annotation)
+    if current is None:
+        return []
+    return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel class inside an annotation such as ``X | None`` or ``list[X]`` or ``dict[str, X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _explain(error: ValidationError, source: str) -> MassegError:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key_path = ".".join(str(part) for part in loc)
+        if item["type"] == "extra_forbidden":
+            valid = _valid_keys(ProjectConfig, loc)
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else f"valid keys: {', '.join(valid)}"
+            lines.append(f"unknown key {key_path!r} ({hint})")
+        else:
+            lines.append(f"{key_path}: {item['msg']} (got {item.get('input')!r})")
+    return MassegError("invalid config: " + "; ".join(lines), source, "edit the keys named above")
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> ProjectConfig:
+    """Validate a config dictionary; errors name ``source``."""
+    if not isinstance(values, dict):
+        raise MassegError(f"config must be a mapping of sections, got {type(values).__name__}", source)
+    try:
+        config = ProjectConfig.model_validate(values)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+    config.source = source
+    return config
+
+
+def resolve_config_path(name_or_path: str | Path | None) -> Path:
+    """A path as given, or a name under ``configs/`` (``demo`` -> configs/demo.yaml); None = the demo default."""
+    if name_or_path is None:
+        return DEFAULT_CONFIG
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (CONFIGS_DIR / path, CONFIGS_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    available = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+    raise MassegError("config file not found", path, f"pass a yaml path or one of: {', '.join(available)}")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ProjectConfig:
+    """Load and validate a project config (a path or a name under configs/), with optional dotted overrides."""
+    path = resolve_config_path(name_or_path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MassegError(f"not valid YAML ({exc})", path, "fix the YAML syntax at the line named") from None
+    for dotted, value in (overrides or {}).items():
+        set_dotted(values, dotted, value)
+    return config_from_dict(values, str(path))
+
+
+def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``values['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
+    parts = dotted.split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def dump_config(config: ProjectConfig) -> str:
+    """The config as YAML (by alias), e.g. to record beside results what produced them."""
+    return yaml.safe_dump(config.model_dump(by_alias=True, exclude={"source"}), sort_keys=False)

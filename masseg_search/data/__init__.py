@@ -1,0 +1,1 @@
+"""Dataset layout, validation, synthetic data, scene typing and MOSE+ assembly (no torch)."""

@@ -1,0 +1,258 @@
+"""MOSE / DAVIS dataset layout and palette-PNG I/O.
+
+MOSE: ``ROOT/JPEGImages/<video>/<frame>.jpg`` and ``ROOT/Annotations/<video>/<frame>.png`` (indexed PNG, DAVIS
+palette, 0 = background, ids 1..N). DAVIS adds a resolution level (``480p/`` or ``Full-Resolution/``) under both
+folders and keeps split lists in ``ImageSets/<year>/<split>.txt``. A split list file (one video name a line)
+selects videos in either layout.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from masseg_search.errors import MassegError
+
+IMAGE_DIR = "JPEGImages"
+ANNOTATION_DIR = "Annotations"
+DAVIS_LEVELS = ("480p", "Full-Resolution")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+VOID_ID = 255
+
+
+def _davis_palette() -> np.ndarray:
+    """The DAVIS / PASCAL VOC palette: bits of the index spread over the high bits of R, G and B."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        code, red, green, blue = index, 0, 0, 0
+        for bit in range(8):
+            red |= ((code >> 0) & 1) << (7 - bit)
+            green |= ((code >> 1) & 1) << (7 - bit)
+            blue |= ((code >> 2) & 1) << (7 - bit)
+            code >>= 3
+        palette[index] = (red, green, blue)
+    return palette
+
+
+DAVIS_PALETTE = _davis_palette()
+_PALETTE_BYTES = DAVIS_PALETTE.tobytes()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read an indexed (palette) PNG as a ``uint8`` array of object ids; RGB or grayscale is an error."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode != "P":
+                raise MassegError(
+                    f"annotation PNG is mode {mode!r}, not an indexed (palette) PNG",
+                    path,
+                    "save masks as palette PNGs whose pixel values are object ids (0 = background), "
+                    "e.g. with masseg_search.data.layout.write_mask",
+                )
+            return np.asarray(image, dtype=np.uint8).copy()
+    except MassegError:
+        raise
+    except FileNotFoundError:
+        raise MassegError("annotation PNG not found", path, "check the video and frame name") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MassegError(f"cannot decode PNG ({exc})", path, "the file is corrupt or truncated: re-export it") from None
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """Encode an id mask as palette-PNG bytes (DAVIS palette)."""
+    import io
+
+    if mask.dtype != np.uint8:
+        if mask.size and (mask.min() < 0 or mask.max() > 255):
+            raise MassegError(f"mask values {mask.min()}..{mask.max()} do not fit a palette PNG (0..255)")
+        mask = mask.astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(mask))  # mode "L"; putpalette turns it into "P"
+    image.putpalette(_PALETTE_BYTES)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=1)
+    return buffer.getvalue()
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Write an id mask as an indexed PNG with the DAVIS palette, atomically."""
+    atomic_write_bytes(Path(path), encode_mask_png(mask))
+
+
+def read_frame(path: str | Path) -> np.ndarray:
+    """Read a video frame as an RGB ``uint8`` array (H, W, 3)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise MassegError("frame not found", path, "check the video folder") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MassegError(f"cannot decode image ({exc})", path, "the file is corrupt or truncated: re-extract it") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image from its header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MassegError(f"cannot read image header ({exc})", path, "the file is corrupt: re-extract it") from None
+    return height, width
+
+
+def list_files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Files in ``folder`` with one of ``extensions``, sorted by name (MOSE frame order), hidden files skipped."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in extensions and not p.name.startswith("."))
+
+
+@dataclass
+class Video:
+    """One video: its frames (sorted) and its annotation folder (may hold only some frames)."""
+
+    name: str
+    image_dir: Path
+    annotation_dir: Path
+    frame_paths: list[Path] = field(default_factory=list)
+
+    @property
+    def frame_names(self) -> list[str]:
+        """Frame names without extension, in order (``00000``, ``00001``, ...)."""
+        return [p.stem for p in self.frame_paths]
+
+    def annotation_paths(self) -> list[Path]:
+        """The annotation PNGs present for this video, sorted."""
+        return list_files(self.annotation_dir, (".png",))
+
+    def annotation_path(self, frame_name: str) -> Path:
+        """Where the annotation of ``frame_name`` lives (whether or not it exists)."""
+        return self.annotation_dir / f"{frame_name}.png"
+
+    def first_annotation(self) -> tuple[int, np.ndarray]:
+        """(frame index, id mask) of the first annotated frame; a clear error if there is none."""
+        names = {name: index for index, name in enumerate(self.frame_names)}
+        for path in self.annotation_paths():
+            if path.stem in names:
+                return names[path.stem], read_mask(path)
+        raise MassegError(
+            f"video {self.name!r} has no annotation for any of its frames",
+            self.annotation_dir,
+            "give the first frame's mask as <frame>.png next to the other annotations",
+        )
+
+    def read_frames(self) -> Iterator[np.ndarray]:
+        """Decode the frames in order."""
+        for path in self.frame_paths:
+            yield read_frame(path)
+
+
+@dataclass
+class Dataset:
+    """A MOSE- or DAVIS-layout dataset: where images and annotations are, and the selected videos."""
+
+    root: Path
+    image_root: Path
+    annotation_root: Path
+    video_names: list[str]
+
+    def video(self, name: str) -> Video:
+        """The video ``name`` with its frames listed."""
+        image_dir = self.image_root / name
+        return Video(name, image_dir, self.annotation_root / name, list_files(image_dir, IMAGE_EXTENSIONS))
+
+    def videos(self) -> Iterator[Video]:
+        """Every selected video, in list order."""
+        for name in self.video_names:
+            yield self.video(name)
+
+    def __len__(self) -> int:
+        return len(self.video_names)
+
+
+def read_split_list(path: str | Path) -> list[str]:
+    """Video names from a list file (one a line; blank lines and ``#`` comments ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MassegError("split list file not found", path, "pass an existing file with one video name per line")
+    names = [line.strip() for line in path.read_text().splitlines()]
+    return [name for name in names if name and not name.startswith("#")]
+
+
+def write_split_list(path: str | Path, names: list[str]) -> None:
+    """Write a split list file, one video name a line."""
+    atomic_write_bytes(Path(path), ("\n".join(names) + "\n").encode())
+
+
+def _resolve_roots(root: Path) -> tuple[Path, Path]:
+    """Find (image_root, annotation_root) for a MOSE root, a DAVIS root, or an Annotations-only tree."""
+    image_root, annotation_root = root / IMAGE_DIR, root / ANNOTATION_DIR
+    for level in DAVIS_LEVELS:
+        if (image_root / level).is_dir() or (annotation_root / level).is_dir():
+            return image_root / level, annotation_root / level
+    return image_root, annotation_root
+
+
+def open_dataset(root: str | Path, split_list: str | Path | None = None, split: str | None = None) -> Dataset:
+    """Open a MOSE or DAVIS dataset at ``root``.
+
+    ``split_list`` is a list file; ``split`` a name looked up as ``ROOT/<split>.txt``, ``ROOT/ImageSets/<split>.txt``
+    or ``ROOT/ImageSets/2017/<split>.txt``. Without either, every video folder under the images (or, if there are
+    no images, the annotations) is taken.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MassegError("dataset root not found", root, "pass the folder that holds JPEGImages/ and Annotations/")
+    image_root, annotation_root = _resolve_roots(root)
+    if not image_root.is_dir() and not annotation_root.is_dir():
+        raise MassegError(
+            f"no {IMAGE_DIR}/ or {ANNOTATION_DIR}/ folder",
+            root,
+            "point at a MOSE root (JPEGImages/<video>/, Annotations/<video>/) or a DAVIS root (…/480p/)",
+        )
+    if split_list is None and split is not None:
+        for candidate in (root / f"{split}.txt", root / "ImageSets" / f"{split}.txt", root / "ImageSets" / "2017" / f"{split}.txt"):
+            if candidate.is_file():
+                split_list = candidate
+                break
+        else:
+            raise MassegError(f"no list file for split {split!r}", root, f"create {root / (split + '.txt')} or pass --split-list")
+    if split_list is not None:
+        names = read_split_list(split_list)
+    else:
+        listing_root = image_root if image_root.is_dir() else annotation_root
+        names = sorted(p.name for p in listing_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return Dataset(root, image_root, annotation_root, names)
+
+
+def open_annotations(folder: str | Path) -> Dataset:
+    """Open a bare ``Annotations``-style tree (``<video>/<frame>.png``), e.g. a prediction or a submission."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MassegError("annotation folder not found", folder, "pass the folder that holds one sub-folder per video")
+    if (folder / ANNOTATION_DIR).is_dir():
+        folder = _resolve_roots(folder)[1]
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return Dataset(folder, folder, folder, names)

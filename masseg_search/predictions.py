@@ -1,0 +1,187 @@
+"""Stored predictions: low-res logits per configuration, video and object, and turning them into id masks.
+
+Layout (what `infer` writes and `ensemble`/`tune-mss` read)::
+
+    <predictions>/<config_id>/<video>/object_<id>.npz   logits float16 (T, h, w), object_score float32 (T,)
+    <predictions>/<config_id>/<video>/meta.json         frame names, video size, object ids, first frames,
+                                                        scale, bias  (written last: its presence = complete)
+
+``config_id`` is ``s<scale>_b<bias>`` with ``%g`` numbers (``s20_b-10``, ``s7.5_b-4``). Video-resolution masks
+are a bilinear upsampling (half-pixel centres, as torch ``align_corners=False``) of the low-res logits, merged
+with SAM2's non-overlap rule: per pixel the object with the highest logit wins, if that logit is above 0.
+No torch here: fusion and submission writing run without it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from masseg_search.data.layout import atomic_write_bytes
+from masseg_search.errors import MassegError
+
+META_FILE = "meta.json"
+_CONFIG_ID = re.compile(r"^s(?P<scale>[-+0-9.eE]+)_b(?P<bias>[-+0-9.eE]+)$")
+
+
+def config_id(scale: float, bias: float) -> str:
+    """``s<scale>_b<bias>`` with ``%g`` numbers: (20, -10) -> ``s20_b-10``, (7.5, -4.0) -> ``s7.5_b-4``."""
+    return f"s{float(scale):g}_b{float(bias):g}"
+
+
+def parse_config_id(text: str) -> tuple[float, float]:
+    """(scale, bias) from a config id; a clear error for anything else."""
+    match = _CONFIG_ID.match(text)
+    if not match:
+        raise MassegError(f"{text!r} is not a config id", fix="use s<scale>_b<bias>, e.g. s20_b-10 or s7.5_b-4")
+    return float(match["scale"]), float(match["bias"])
+
+
+def parse_config_list(text: str) -> list[tuple[float, float]]:
+    """``"20,-10;7.5,-4"`` -> [(20.0, -10.0), (7.5, -4.0)]; config ids are accepted too."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        if item.startswith("s") and "_b" in item:
+            pairs.append(parse_config_id(item))
+            continue
+        numbers = item.split(",")
+        try:
+            scale, bias = (float(value) for value in numbers)
+        except ValueError:
+            raise MassegError(f"bad configuration {item!r}", fix='write "scale,bias;scale,bias", e.g. "20,-10;7.5,-4"') from None
+        pairs.append((scale, bias))
+    if not pairs:
+        raise MassegError("no configuration given", fix='write "scale,bias;scale,bias", e.g. "20,-10;7.5,-4"')
+    return pairs
+
+
+@dataclass
+class VideoPrediction:
+    """One video's stored prediction under one configuration."""
+
+    video: str
+    frame_names: list[str]
+    height: int
+    width: int
+    object_ids: list[int]
+    first_frames: dict[int, int]
+    logits: dict[int, np.ndarray] = field(default_factory=dict)  # id -> (T, h, w) float16
+    object_scores: dict[int, np.ndarray] = field(default_factory=dict)  # id -> (T,) float32
+    scale: float | None = None
+    bias: float | None = None
+
+    def meta(self) -> dict:
+        """What goes in meta.json."""
+        return {
+            "video": self.video,
+            "frame_names": self.frame_names,
+            "height": self.height,
+            "width": self.width,
+            "object_ids": self.object_ids,
+            "first_frames": {str(k): v for k, v in self.first_frames.items()},
+            "scale": self.scale,
+            "bias": self.bias,
+        }
+
+
+def object_file(video_dir: Path, object_id: int) -> Path:
+    """Where one object's logits live."""
+    return Path(video_dir) / f"object_{int(object_id)}.npz"
+
+
+def save_object(video_dir: Path, object_id: int, logits: np.ndarray, object_score: np.ndarray) -> None:
+    """Write one object's logits (stored float16, compressed) and scores, atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, logits=np.asarray(logits, dtype=np.float16), object_score=np.asarray(object_score, dtype=np.float32))
+    atomic_write_bytes(object_file(video_dir, object_id), buffer.getvalue())
+
+
+def save_video_prediction(video_dir: Path, prediction: VideoPrediction) -> None:
+    """Write every object, then meta.json last (so a half-written video is never taken for complete)."""
+    video_dir = Path(video_dir)
+    (video_dir / META_FILE).unlink(missing_ok=True)
+    for object_id in prediction.object_ids:
+        save_object(video_dir, object_id, prediction.logits[object_id], prediction.object_scores[object_id])
+    atomic_write_bytes(video_dir / META_FILE, json.dumps(prediction.meta(), indent=1).encode())
+
+
+def is_complete(video_dir: Path) -> bool:
+    """True when meta.json and every object file it names exist."""
+    meta_path = Path(video_dir) / META_FILE
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return all(object_file(video_dir, object_id).is_file() for object_id in meta["object_ids"])
+
+
+def load_video_prediction(video_dir: Path, object_ids: list[int] | None = None) -> VideoPrediction:
+    """Read a stored video (all objects, or only ``object_ids``)."""
+    video_dir = Path(video_dir)
+    meta_path = video_dir / META_FILE
+    if not meta_path.is_file():
+        raise MassegError("prediction is missing or incomplete (no meta.json)", video_dir, "rerun `masseg-search infer`; it resumes")
+    meta = json.loads(meta_path.read_text())
+    wanted = meta["object_ids"] if object_ids is None else [int(i) for i in object_ids]
+    prediction = VideoPrediction(
+        video=meta["video"],
+        frame_names=meta["frame_names"],
+        height=int(meta["height"]),
+        width=int(meta["width"]),
+        object_ids=[int(i) for i in meta["object_ids"]],
+        first_frames={int(k): int(v) for k, v in meta["first_frames"].items()},
+        scale=meta.get("scale"),
+        bias=meta.get("bias"),
+    )
+    for object_id in wanted:
+        path = object_file(video_dir, object_id)
+        if object_id not in prediction.object_ids or not path.is_file():
+            raise MassegError(f"object {object_id} has no stored logits", path, "rerun `masseg-search infer` for this video")
+        try:
+            with np.load(path) as arrays:
+                prediction.logits[object_id] = arrays["logits"]
+                prediction.object_scores[object_id] = arrays["object_score"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise MassegError(f"cannot read stored logits ({exc})", path, "delete the video folder and rerun infer") from None
+    return prediction
+
+
+def list_config_ids(predictions_root: Path) -> list[str]:
+    """Config ids present under a predictions root (folders named like ``s20_b-10``)."""
+    root = Path(predictions_root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _CONFIG_ID.match(p.name))
+
+
+def upsample_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of (N, h, w) logits to (N, height, width), half-pixel centres (torch align_corners=False)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.shape[-2:] == (height, width):
+        return logits
+    return np.stack([cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR) for plane in logits]) if len(logits) else np.zeros((0, height, width), np.float32)
+
+
+def merge_objects(video_res_logits: np.ndarray, object_ids: list[int]) -> np.ndarray:
+    """SAM2's non-overlap rule on video-resolution logits (N, H, W): per pixel the highest logit wins if > 0.
+
+    Ties go to the object listed first, as ``torch.argmax`` does in SAM2's predictor.
+    """
+    if len(object_ids) == 0:
+        return np.zeros(video_res_logits.shape[-2:], dtype=np.uint8)
+    winner = np.argmax(video_res_logits, axis=0)
+    best = np.take_along_axis(video_res_logits, winner[None], axis=0)[0]
+    ids = np.asarray(object_ids, dtype=np.uint8)
+    return np.where(best > 0, ids[winner], 0).astype(np.uint8)
+
+
+def logits_to_mask(low_res_logits: np.ndarray, object_ids: list[int], height: int, width: int) -> np.ndarray:
+    """Low-res logits of every object at one frame (N, h, w) -> a video-resolution id mask."""
+    return merge_objects(upsample_logits(low_res_logits, height, width), object_ids)
