@@ -1,0 +1,76 @@
+"""`best_configs.yaml`: the (scale, bias) chosen per scene type by tune-mss, read by infer and ensemble.
+
+Format::
+
+    study: val
+    model_config: tiny256
+    checkpoint: path/to/ckpt.pt
+    default: {scale: 20.0, bias: -10.0}        # for scene types the study did not cover
+    types:
+      small: {scale: 7.5, bias: -4.0, jf: 0.71, objects: 12}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from masseg_search.data.layout import atomic_write_bytes
+from masseg_search.errors import MassegError
+
+SAM2_DEFAULT = (20.0, -10.0)
+MASSEG_BEST = (7.5, -4.0)
+
+
+@dataclass
+class BestConfigs:
+    """Scene type -> (scale, bias), with a default for types without an entry."""
+
+    types: dict[str, tuple[float, float]]
+    default: tuple[float, float] = SAM2_DEFAULT
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    study: str | None = None
+    model_config: str | None = None
+    checkpoint: str | None = None
+
+    def for_type(self, scene_type: str) -> tuple[float, float]:
+        """The configuration for ``scene_type`` (the default if the study had none)."""
+        return self.types.get(scene_type, self.default)
+
+
+def _pair(entry: Any, where: str, path: Path) -> tuple[float, float]:
+    try:
+        return float(entry["scale"]), float(entry["bias"])
+    except (TypeError, KeyError, ValueError):
+        raise MassegError(f"{where} needs numeric 'scale' and 'bias'", path, "write e.g. {scale: 7.5, bias: -4.0}") from None
+
+
+def load_best_configs(path: str | Path) -> BestConfigs:
+    """Read a best_configs.yaml written by tune-mss (or by hand)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MassegError("best_configs.yaml not found", path, "run `masseg-search tune-mss` first or pass the right path")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MassegError(f"not valid YAML ({exc})", path, "fix the YAML syntax") from None
+    if not isinstance(data.get("types"), dict):
+        raise MassegError("missing 'types' mapping", path, "map each scene type to {scale, bias}")
+    types = {str(name): _pair(entry, f"types.{name}", path) for name, entry in data["types"].items()}
+    default = _pair(data["default"], "default", path) if "default" in data else SAM2_DEFAULT
+    return BestConfigs(types, default, {str(k): dict(v) for k, v in data["types"].items()},
+                       data.get("study"), data.get("model_config"), data.get("checkpoint"))
+
+
+def save_best_configs(path: str | Path, best: BestConfigs) -> None:
+    """Write best_configs.yaml atomically."""
+    types = {}
+    for name, (scale, bias) in best.types.items():
+        entry = {"scale": float(scale), "bias": float(bias)}
+        entry.update({k: v for k, v in best.details.get(name, {}).items() if k not in entry})
+        types[name] = entry
+    data = {"study": best.study, "model_config": best.model_config, "checkpoint": best.checkpoint,
+            "default": {"scale": float(best.default[0]), "bias": float(best.default[1])}, "types": types}
+    atomic_write_bytes(Path(path), yaml.safe_dump(data, sort_keys=False).encode())
