@@ -215,6 +215,20 @@ def _resolve_roots(root: Path) -> tuple[Path, Path]:
     return image_root, annotation_root
 
 
+def find_split_list(root: str | Path, split: str) -> Path:
+    """The list file of split ``split``: ``ROOT/<split>.txt``, ``ROOT/ImageSets/<split>.txt`` or ``ROOT/ImageSets/2017/<split>.txt``."""
+    root = Path(root)
+    for candidate in (root / f"{split}.txt", root / "ImageSets" / f"{split}.txt", root / "ImageSets" / "2017" / f"{split}.txt"):
+        if candidate.is_file():
+            return candidate
+    raise MassegError(f"no list file for split {split!r}", root, f"create {root / (split + '.txt')} or pass --split-list")
+
+
+def resolve_roots(root: str | Path) -> tuple[Path, Path]:
+    """(image root, annotation root) of a MOSE root or of a DAVIS root (its ``480p/`` or ``Full-Resolution/`` level)."""
+    return _resolve_roots(Path(root))
+
+
 def open_dataset(root: str | Path, split_list: str | Path | None = None, split: str | None = None) -> Dataset:
     """Open a MOSE or DAVIS dataset at ``root``.
 
@@ -233,12 +247,7 @@ def open_dataset(root: str | Path, split_list: str | Path | None = None, split: 
             "point at a MOSE root (JPEGImages/<video>/, Annotations/<video>/) or a DAVIS root (…/480p/)",
         )
     if split_list is None and split is not None:
-        for candidate in (root / f"{split}.txt", root / "ImageSets" / f"{split}.txt", root / "ImageSets" / "2017" / f"{split}.txt"):
-            if candidate.is_file():
-                split_list = candidate
-                break
-        else:
-            raise MassegError(f"no list file for split {split!r}", root, f"create {root / (split + '.txt')} or pass --split-list")
+        split_list = find_split_list(root, split)
     if split_list is not None:
         names = read_split_list(split_list)
     else:
