@@ -1,0 +1,134 @@
+"""Benchmark `evaluate`: the fast J&F path against the plain full-frame implementation and against PNG decoding.
+
+    .venv/bin/python benchmarks/bench_evaluate.py [--frames 2000] [--height 480 --width 854] [--out DIR]
+
+Generates (once, resumable) a synthetic MOSE-like set of at least ``--frames`` frames with the project's synth
+module, writes a perturbed copy of its masks as the "prediction", then times in one run: (a) the fast evaluator,
+(b) the plain full-frame implementation, (c) only decoding the ground-truth and predicted PNGs, and (a) again with
+``--workers 2``. Checks that (a) and (b) give identical tables and prints the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from masseg_search.data import layout  # noqa: E402
+from masseg_search.evaluation.evaluate import evaluate_predictions, open_ground_truth  # noqa: E402
+
+
+def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plausible wrong prediction: per object a small shift, an erosion or dilation, sometimes a dropout."""
+    height, width = mask.shape
+    out = np.zeros_like(mask)
+    kernel = np.ones((5, 5), np.uint8)
+    for object_id in np.unique(mask):
+        if object_id in (0, layout.VOID_ID) or rng.random() < 0.05:
+            continue
+        binary = (mask == object_id).astype(np.uint8)
+        choice = rng.random()
+        if choice < 0.3:
+            binary = cv2.erode(binary, kernel)
+        elif choice < 0.6:
+            binary = cv2.dilate(binary, kernel)
+        shift = np.float32([[1, 0, rng.integers(-6, 7)], [0, 1, rng.integers(-6, 7)]])
+        binary = cv2.warpAffine(binary, shift, (width, height), flags=cv2.INTER_NEAREST)
+        out[binary > 0] = object_id
+    return out
+
+
+def write_predictions(gt_root: Path, pred_root: Path, names: list[str], seed: int = 0) -> None:
+    """Write a perturbed copy of every ground-truth mask under ``pred_root/<video>/`` (skips finished videos)."""
+    dataset = open_ground_truth(gt_root)
+    for name in names:
+        target = pred_root / name
+        gt_paths = layout.list_files(dataset.annotation_root / name, (".png",))
+        if target.is_dir() and len(layout.list_files(target, (".png",))) == len(gt_paths):
+            continue
+        rng = np.random.default_rng([seed, len(name), sum(map(ord, name))])
+        for path in gt_paths:
+            layout.write_mask(target / path.name, perturb_mask(layout.read_mask(path), rng))
+
+
+def decode_only(gt_root: Path, pred_root: Path, names: list[str]) -> int:
+    """Decode every scored ground-truth and predicted PNG (what the evaluator must read at least)."""
+    dataset = open_ground_truth(gt_root)
+    decoded = 0
+    for name in names:
+        for path in layout.list_files(dataset.annotation_root / name, (".png",))[1:-1]:
+            layout.read_mask(path)
+            layout.read_mask(pred_root / name / path.name)
+            decoded += 2
+    return decoded
+
+
+def timed(label: str, function, *args, **kwargs):
+    """Run once; print wall and CPU seconds (CPU: this process and its finished children); return (wall, cpu, result).
+
+    CPU time is the steadier figure on a shared machine; wall time is what counts with ``--workers``.
+    """
+    start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
+    result = function(*args, **kwargs)
+    wall, cpu = time.perf_counter() - start_wall, _cpu_seconds() - start_cpu
+    print(f"{label:<34} wall {wall:8.2f} s   cpu {cpu:8.2f} s", flush=True)
+    return wall, cpu, result
+
+
+def _cpu_seconds() -> float:
+    own, children = os.times(), os.times()
+    return own.user + own.system + children.children_user + children.children_system
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=2000, help="at least this many frames in total")
+    parser.add_argument("--frames-per-video", type=int, default=50)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=854)
+    parser.add_argument("--out", default="results/bench_evaluate", help="where the synthetic data and predictions go")
+    parser.add_argument("--skip-plain", action="store_true", help="skip the slow plain implementation")
+    args = parser.parse_args(argv)
+
+    from masseg_search.data.synth import generate_dataset
+
+    videos = -(-args.frames // args.frames_per_video)
+    out = Path(args.out)
+    gt_root = out / f"synth_{videos}x{args.frames_per_video}_{args.height}x{args.width}"
+    pred_root = gt_root.parent / (gt_root.name + "_pred")
+    print(f"data: {videos} videos x {args.frames_per_video} frames at {args.height}x{args.width} in {gt_root}", flush=True)
+    generate_dataset(gt_root, videos=videos, seed=0, height=args.height, width=args.width, frames=args.frames_per_video, workers=os.cpu_count() or 1, progress=True)
+    names = open_ground_truth(gt_root).video_names
+    write_predictions(gt_root, pred_root, names)
+    scored_frames = videos * (args.frames_per_video - 2)
+
+    decode_wall, decode_s, decoded = timed("decode PNGs only (1 process)", decode_only, gt_root, pred_root, names)
+    fast_wall, fast_s, fast = timed("fast evaluator (1 process)", evaluate_predictions, gt_root, pred_root, workers=1, progress=False)
+    fast2_wall, _, fast2 = timed("fast evaluator (--workers 2)", evaluate_predictions, gt_root, pred_root, workers=2, progress=False)
+    per_frame = 1e3 / scored_frames
+    print(f"\n{scored_frames} scored frames, {len(fast.per_object)} objects, {decoded} PNGs decoded; per scored frame (CPU):")
+    print(f"decode only            : {decode_s * per_frame:7.3f} ms (ground truth + prediction)")
+    print(f"fast evaluator         : {fast_s * per_frame:7.3f} ms")
+    metric_s = fast_s - decode_s
+    print(f"metric compute (fast - decode): {metric_s * per_frame:.3f} ms = {metric_s / decode_s:.2f} x decode time (target <= 0.5)")
+    print(f"--workers 2 (wall)     : {fast_wall / fast2_wall:.2f} x faster than 1 process (wall {fast_wall:.2f} s -> {fast2_wall:.2f} s)")
+    assert fast.global_table.equals(fast2.global_table), "workers changed the result"
+    if not args.skip_plain:
+        plain_wall, plain_s, plain = timed("plain full-frame (1 process)", evaluate_predictions, gt_root, pred_root, workers=1, method="plain", progress=False)
+        identical = plain.per_frame.equals(fast.per_frame) and plain.global_table.equals(fast.global_table)
+        print(f"plain full-frame       : {plain_s * per_frame:7.3f} ms")
+        print(f"fast vs plain, end to end (decode included): {plain_s / fast_s:.1f} x; tables identical: {identical}")
+        print(f"fast vs plain, metric compute only         : {(plain_s - decode_s) / max(metric_s, 1e-9):.1f} x (target >= 12)")
+    print("\n" + fast.summary())
+    print(f"J&F-Mean at full precision: {fast.global_table['J&F-Mean'][0]!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

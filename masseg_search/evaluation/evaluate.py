@@ -1,0 +1,317 @@
+"""Dataset-level evaluation: read ground truth and predicted PNGs, score every video (in a process pool), build the
+global / per-object / per-frame / per-scene-type tables and write them as CSV at full float precision.
+
+Ground truth: a MOSE or DAVIS root (``layout.open_dataset``) or a bare ``Annotations`` tree; a split list selects
+videos. Predictions: an ``Annotations``-style tree ``<video>/<frame>.png`` (indexed PNGs, pixel = object id), frames
+matched to the ground truth by name, as the official DAVIS code does. Only the scored frames (all annotated frames
+but the first and last) are read. No torch here.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from masseg_search.data import layout
+from masseg_search.errors import MassegError
+from masseg_search.evaluation import mosev2
+from masseg_search.evaluation.davis import (
+    FrameScorer,
+    VideoScores,
+    check_prediction_ids,
+    davis_statistics,
+    first_frame_object_ids,
+    single_threaded_opencv,
+)
+
+PROTOCOLS = ("davis", "mosev2")
+DAVIS_GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+DAVIS_OBJECT_COLUMNS = ["J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+SCENE_TYPE_COLUMNS = ["video", "object_id", "scene_type"]
+GLOBAL_FILE, PER_OBJECT_FILE, PER_FRAME_FILE, PER_SCENE_TYPE_FILE = "global.csv", "per_object.csv", "per_frame.csv", "per_scene_type.csv"
+
+
+# ----------------------------------------------------------------------------------------------------- tables
+def davis_object_rows(scores: VideoScores) -> list[dict]:
+    """Per-object DAVIS statistics (Mean, Recall, Decay of J and F) of one video."""
+    rows = []
+    for row, object_id in enumerate(scores.object_ids):
+        j_mean, j_recall, j_decay = davis_statistics(scores.j[row])
+        f_mean, f_recall, f_decay = davis_statistics(scores.f[row])
+        rows.append(
+            {
+                "Sequence": f"{scores.video}_{object_id}",
+                "J-Mean": j_mean,
+                "J-Recall": j_recall,
+                "J-Decay": j_decay,
+                "F-Mean": f_mean,
+                "F-Recall": f_recall,
+                "F-Decay": f_decay,
+                "video": scores.video,
+                "object_id": object_id,
+            }
+        )
+    return rows
+
+
+def davis_global_row(per_object: pd.DataFrame) -> dict:
+    """Global DAVIS means over objects (in table order, as the official code averages its lists)."""
+    means = {column: float(np.mean(per_object[column].to_numpy(dtype=np.float64))) for column in DAVIS_OBJECT_COLUMNS}
+    return {"J&F-Mean": (means["J-Mean"] + means["F-Mean"]) / 2, **means}
+
+
+def _per_frame_table(video_scores: list[VideoScores], protocol: str) -> pd.DataFrame:
+    columns: dict[str, list[np.ndarray]] = {"video": [], "object_id": [], "frame": [], "J": [], "F": []}
+    if protocol == "mosev2":
+        columns.update({"F_dot": [], "gt_empty": []})
+    for scores in video_scores:
+        frames = len(scores.frame_names)
+        for row, object_id in enumerate(scores.object_ids):
+            columns["video"].append(np.full(frames, scores.video, dtype=object))
+            columns["object_id"].append(np.full(frames, object_id, dtype=np.int64))
+            columns["frame"].append(np.asarray(scores.frame_names, dtype=object))
+            columns["J"].append(scores.j[row])
+            columns["F"].append(scores.f[row])
+            if protocol == "mosev2":
+                columns["F_dot"].append(scores.f_dot[row])
+                columns["gt_empty"].append(scores.gt_empty[row])
+    return pd.DataFrame({name: (np.concatenate(parts) if parts else []) for name, parts in columns.items()})
+
+
+def load_scene_type_table(scene_types: pd.DataFrame | str | Path) -> pd.DataFrame:
+    """A scene-type table (columns ``video, object_id, scene_type``, others ignored) from a DataFrame or CSV."""
+    source = None
+    if not isinstance(scene_types, pd.DataFrame):
+        source = Path(scene_types)
+        if not source.is_file():
+            raise MassegError("scene-type table not found", source, "create it with `masseg-search data scene-types`")
+        try:
+            scene_types = pd.read_csv(source, dtype={"video": str, "scene_type": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise MassegError(f"cannot read the scene-type CSV ({exc})", source, "regenerate it with `masseg-search data scene-types`") from None
+    missing = [column for column in SCENE_TYPE_COLUMNS if column not in scene_types.columns]
+    if missing:
+        raise MassegError(f"scene-type table lacks column(s) {missing}", source, "it needs the columns video, object_id, scene_type")
+    table = scene_types[SCENE_TYPE_COLUMNS].copy()
+    table["video"] = table["video"].astype(str)
+    table["object_id"] = table["object_id"].astype(np.int64)
+    if table.duplicated(["video", "object_id"]).any():
+        raise MassegError("scene-type table lists an object twice", source, "keep one row per (video, object_id)")
+    return table
+
+
+def _per_scene_type_table(per_object: pd.DataFrame, scene_types: pd.DataFrame | str | Path, protocol: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-object table with a scene_type column, one row of global means per scene type)."""
+    table = load_scene_type_table(scene_types)
+    merged = per_object.merge(table, on=["video", "object_id"], how="left", validate="one_to_one")
+    untyped = merged[merged["scene_type"].isna()]
+    if len(untyped):
+        sample = ", ".join(untyped["Sequence"].head(5))
+        raise MassegError(
+            f"{len(untyped)} scored object(s) have no scene type (e.g. {sample})",
+            scene_types if not isinstance(scene_types, pd.DataFrame) else None,
+            "compute the scene types for this dataset and split with `masseg-search data scene-types`",
+        )
+    global_row = mosev2.global_row if protocol == "mosev2" else davis_global_row
+    rows = []
+    for scene_type, group in merged.groupby("scene_type", sort=True):
+        rows.append({"scene_type": scene_type, "objects": len(group), **global_row(group)})
+    return merged, pd.DataFrame(rows)
+
+
+@dataclass
+class EvaluationResult:
+    """Scores of a prediction set: global, per-object, per-frame and (with scene types) per-scene-type tables."""
+
+    protocol: str
+    global_table: pd.DataFrame
+    per_object: pd.DataFrame
+    per_frame: pd.DataFrame
+    per_scene_type: pd.DataFrame | None
+    video_scores: list[VideoScores]
+
+    def object_columns(self) -> list[str]:
+        """The per-object statistic columns written to ``per_object.csv`` after ``Sequence``."""
+        return mosev2.OBJECT_COLUMNS if self.protocol == "mosev2" else DAVIS_OBJECT_COLUMNS
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write global.csv, per_object.csv, per_frame.csv (and per_scene_type.csv) atomically; return the folder."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tables = {
+            GLOBAL_FILE: self.global_table,
+            PER_OBJECT_FILE: self.per_object[["Sequence", *self.object_columns()]],
+            PER_FRAME_FILE: self.per_frame,
+        }
+        if self.per_scene_type is not None:
+            tables[PER_SCENE_TYPE_FILE] = self.per_scene_type
+        for name, table in tables.items():
+            layout.atomic_write_bytes(out_dir / name, table.to_csv(index=False).encode())
+        return out_dir
+
+    def summary(self) -> str:
+        """The global table (and the per-scene-type one) as text, 3 decimals (the CSVs keep full precision)."""
+        text = self.global_table.to_string(index=False, float_format=lambda value: f"{value:.3f}")
+        if self.per_scene_type is not None:
+            text += "\n\n" + self.per_scene_type.to_string(index=False, float_format=lambda value: f"{value:.3f}")
+        return text
+
+
+def tables_from_scores(
+    video_scores: list[VideoScores], protocol: str = "davis", scene_types: pd.DataFrame | str | Path | None = None
+) -> EvaluationResult:
+    """Build an :class:`EvaluationResult` from in-memory :class:`VideoScores` (e.g. from ``score_video``)."""
+    if not video_scores:
+        raise MassegError("no video to evaluate", fix="check the ground-truth folder and the split list")
+    object_rows = mosev2.object_rows if protocol == "mosev2" else davis_object_rows
+    per_object = pd.DataFrame([row for scores in video_scores for row in object_rows(scores)])
+    global_row = mosev2.global_row if protocol == "mosev2" else davis_global_row
+    global_table = pd.DataFrame([global_row(per_object)])
+    per_scene_type = None
+    if scene_types is not None:
+        per_object, per_scene_type = _per_scene_type_table(per_object, scene_types, protocol)
+    return EvaluationResult(protocol, global_table, per_object, _per_frame_table(video_scores, protocol), per_scene_type, video_scores)
+
+
+def jf_by_object(result: EvaluationResult) -> dict[tuple[str, int], float]:
+    """(video, object_id) -> the object's J&F mean (J&Ḟ under the MOSEv2 protocol)."""
+    table = result.per_object
+    if result.protocol == "mosev2":
+        values = table["J&F_dot-Mean"].to_numpy(dtype=np.float64)
+    else:
+        values = (table["J-Mean"].to_numpy(dtype=np.float64) + table["F-Mean"].to_numpy(dtype=np.float64)) / 2
+    return {(str(video), int(object_id)): float(value) for video, object_id, value in zip(table["video"], table["object_id"], values)}
+
+
+# ------------------------------------------------------------------------------------------------ reading files
+def score_video_files(
+    video: str,
+    gt_dir: Path,
+    pred_dir: Path,
+    allow_missing: bool = False,
+    protocol: str = "davis",
+    method: str = "fast",
+) -> VideoScores:
+    """Score one video from its ground-truth and prediction folders (PNG per frame, matched by name)."""
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    gt_paths = layout.list_files(gt_dir, (".png",))
+    if len(gt_paths) < 3:
+        raise MassegError(
+            f"ground truth of video {video!r} has {len(gt_paths)} annotated frame(s); the first and last are not "
+            "scored, so evaluation needs at least 3",
+            gt_dir,
+            "evaluate on a split whose videos are annotated on every frame (e.g. a held-out train split)",
+        )
+    first_gt = layout.read_mask(gt_paths[0])
+    object_ids = first_frame_object_ids(first_gt)
+    if not object_ids:
+        raise MassegError("the first ground-truth frame has no object", gt_paths[0], "every evaluated video needs objects in its first frame")
+    pred_present = pred_dir.is_dir()
+    if not pred_present and not allow_missing:
+        raise MassegError(
+            f"no prediction for video {video!r}", pred_dir, "predict every video of the split, or pass --allow-missing to score it as empty"
+        )
+    height, width = first_gt.shape
+    if protocol == "mosev2":
+        scorer = mosev2.MoseV2FrameScorer(height, width, object_ids, method)
+    else:
+        scorer = FrameScorer(height, width, object_ids, method)
+    empty = np.zeros((height, width), dtype=np.uint8)
+    predicted_names = {path.name for path in layout.list_files(pred_dir, (".png",))} if pred_present else set()
+    for gt_path in gt_paths[1:-1]:
+        gt = layout.read_mask(gt_path)
+        if gt.shape != (height, width):
+            raise MassegError(f"ground-truth frame is {gt.shape}, the first frame {(height, width)}", gt_path, "all frames of a video must have one size")
+        pred_path = pred_dir / gt_path.name
+        if gt_path.name in predicted_names:
+            pred = layout.read_mask(pred_path)
+            if pred.shape != gt.shape:
+                raise MassegError(
+                    f"predicted mask is {pred.shape[1]}x{pred.shape[0]}, the ground truth {width}x{height}",
+                    pred_path,
+                    "write predictions at the video's own resolution",
+                )
+            check_prediction_ids(pred, object_ids, pred_path)
+        elif allow_missing:
+            pred = empty
+        else:
+            raise MassegError(
+                f"prediction frame missing for video {video!r}", pred_path, "write a PNG for every frame, or pass --allow-missing to score it as empty"
+            )
+        scorer.add(gt, pred)
+    return scorer.result(video, [path.stem for path in gt_paths[1:-1]])
+
+
+def _score_job(job: tuple) -> VideoScores:
+    with single_threaded_opencv():
+        return score_video_files(*job)
+
+
+def open_ground_truth(gt_root: str | Path, split_list: str | Path | None = None) -> layout.Dataset:
+    """The ground truth as a dataset: a MOSE/DAVIS root or a bare Annotations tree, optionally split-selected."""
+    root = Path(gt_root)
+    if (root / layout.IMAGE_DIR).is_dir() or (root / layout.ANNOTATION_DIR).is_dir():
+        return layout.open_dataset(root, split_list=split_list)
+    dataset = layout.open_annotations(root)
+    if split_list is not None:
+        dataset.video_names = layout.read_split_list(split_list)
+    return dataset
+
+
+def evaluate_predictions(
+    gt_root: str | Path,
+    pred_root: str | Path,
+    split_list: str | Path | None = None,
+    videos: Sequence[str] | None = None,
+    workers: int | None = 1,
+    allow_missing: bool = False,
+    scene_types: pd.DataFrame | str | Path | None = None,
+    protocol: str = "davis",
+    method: str = "fast",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Score the predicted masks under ``pred_root`` against the ground truth under ``gt_root``.
+
+    ``workers``: processes over videos (0 or None = one per core). ``videos`` restricts the evaluation to those
+    names. ``scene_types``: a DataFrame or CSV with ``video, object_id, scene_type`` adds ``per_scene_type``.
+    ``method="plain"`` uses the full-frame reference implementation (for checks and benchmarks).
+    """
+    if protocol not in PROTOCOLS:
+        raise MassegError(f"unknown protocol {protocol!r}", fix="use --protocol davis or --protocol mosev2")
+    dataset = open_ground_truth(gt_root, split_list)
+    names = list(dataset.video_names)
+    if videos is not None:
+        unknown = sorted(set(videos) - set(names))
+        if unknown:
+            raise MassegError(f"video(s) {unknown[:5]} are not in the ground truth", gt_root, "check the video names and the split list")
+        wanted = set(videos)
+        names = [name for name in names if name in wanted]
+    if not names:
+        raise MassegError("no video to evaluate", gt_root, "check the ground-truth folder and the split list")
+    for name in names:
+        if not (dataset.annotation_root / name).is_dir():
+            raise MassegError(f"no ground-truth annotations for video {name!r}", dataset.annotation_root / name, "check the split list against the dataset")
+    pred_dataset = layout.open_annotations(pred_root)
+    jobs = [(name, dataset.annotation_root / name, pred_dataset.annotation_root / name, allow_missing, protocol, method) for name in names]
+
+    from tqdm import tqdm
+
+    workers = int(workers) if workers else (os.cpu_count() or 1)
+    bar = tqdm(total=len(jobs), desc=f"evaluate ({protocol})", unit="video", disable=not progress)
+    video_scores: list[VideoScores] = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            for scores in pool.map(_score_job, jobs):
+                video_scores.append(scores)
+                bar.update()
+    else:
+        for job in jobs:
+            video_scores.append(_score_job(job))
+            bar.update()
+    bar.close()
+    return tables_from_scores(video_scores, protocol, scene_types)

@@ -1,0 +1,250 @@
+"""The DAVIS J&F metric: hand-worked cases, the boundary rule, statistics, and fast == plain bit for bit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from masseg_search.errors import MassegError
+from masseg_search.evaluation.davis import (
+    _footprint_plan,
+    boundary_f,
+    boundary_map_fast,
+    boundary_radius,
+    davis_statistics,
+    disk_footprint,
+    score_frame_fast,
+    score_frame_plain,
+    score_video,
+    seg2bmap,
+)
+
+
+def frame_scores(gt: np.ndarray, pred: np.ndarray, object_ids: list[int]) -> tuple[list[float], list[float]]:
+    """J and F of one frame by the fast path, after checking the plain path agrees exactly."""
+    fast = score_frame_fast(gt, pred, object_ids, boundary_radius(*gt.shape))
+    assert fast == score_frame_plain(gt, pred, object_ids)
+    return fast
+
+
+# --------------------------------------------------------------------------------------------- hand-worked cases
+def test_empty_vs_empty_scores_one() -> None:
+    gt = np.zeros((10, 12), np.uint8)
+    gt[2:4, 2:4] = 1  # object 1 present, object 2 absent in both
+    assert frame_scores(gt, gt.copy(), [1, 2]) == ([1.0, 1.0], [1.0, 1.0])
+
+
+def test_one_side_empty_scores_zero() -> None:
+    gt = np.zeros((10, 12), np.uint8)
+    gt[2:5, 3:7] = 1
+    pred = np.zeros_like(gt)
+    pred[6:9, 1:4] = 2
+    # object 1 missed (P empty), object 2 hallucinated (G empty): J = 0 and F = 0 for both
+    assert frame_scores(gt, pred, [1, 2]) == ([0.0, 0.0], [0.0, 0.0])
+
+
+def test_full_frame_masks_have_no_boundary() -> None:
+    full = np.ones((9, 11), np.uint8)
+    assert not seg2bmap(full).any()
+    assert frame_scores(full, full.copy(), [1]) == ([1.0], [1.0])
+    partial = np.zeros_like(full)
+    partial[:, :5] = 1
+    j_values, f_values = frame_scores(full, partial, [1])
+    assert j_values == [45 / 99]
+    assert f_values == [0.0]  # G boundary empty, P boundary not: precision 0
+
+
+def test_border_touching_rectangle_boundary_and_scores() -> None:
+    gt = np.zeros((6, 8), np.uint8)
+    gt[3:6, 4:8] = 1  # touches the bottom and right borders
+    expected = np.zeros((6, 8), bool)
+    expected[2, 3:8] = True  # above (and above-left), last column: lower neighbour only
+    expected[3:6, 3] = True  # left of it, last row: right neighbour only
+    assert np.array_equal(seg2bmap(gt), expected)
+    assert np.array_equal(boundary_map_fast(gt.astype(bool)).astype(bool), expected)
+
+    pred = np.zeros_like(gt)
+    pred[3:6, 3:7] = 1  # one pixel to the left, no longer touching the right border
+    # radius ceil(0.008 * 10) = 1: a plus-shaped disk; 9 of 11 predicted boundary pixels and 8 of 8 ground-truth
+    # boundary pixels are matched (worked by hand in the module's notes), overlap 9 of a 15-pixel union.
+    assert boundary_radius(6, 8) == 1.0
+    j_values, f_values = frame_scores(gt, pred, [1])
+    precision, recall = 9 / 11.0, 8 / 8.0
+    assert j_values == [9 / 15]
+    assert f_values == [2 * precision * recall / (precision + recall)]
+    assert f_values[0] == pytest.approx(0.9, abs=1e-15)
+
+
+def test_radius_at_480p_and_1080p() -> None:
+    assert boundary_radius(480, 854) == 8.0
+    assert boundary_radius(1080, 1920) == 18.0
+    assert boundary_radius(720, 1280) == 12.0
+
+
+def test_1080p_boundary_matched_exactly_at_the_radius() -> None:
+    gt = np.zeros((1080, 1920), np.uint8)
+    gt[:, :960] = 1  # boundary: column 959
+    at_radius, beyond = np.zeros_like(gt), np.zeros_like(gt)
+    at_radius[:, :978] = 1  # boundary 18 px away: inside the disk
+    beyond[:, :979] = 1  # 19 px away: outside
+    assert score_frame_fast(gt, at_radius, [1], 18.0)[1] == [1.0]
+    assert score_frame_fast(gt, beyond, [1], 18.0)[1] == [0.0]
+
+
+def test_void_pixels_count_as_background() -> None:
+    gt = np.zeros((8, 8), np.uint8)
+    gt[1:3, 1:6] = 1  # 10 object pixels
+    gt[5:6, 1:6] = 255  # 5 void pixels
+    pred = np.zeros_like(gt)
+    pred[1:3, 1:6] = 1
+    pred[5:6, 1:6] = 1  # predicting the object on void is a false positive, as in the official code
+    j_values, _ = frame_scores(gt, pred, [1])
+    assert j_values == [10 / 15]
+    assert score_frame_plain(np.where(gt == 255, 0, gt).astype(np.uint8), pred, [1]) == score_frame_plain(gt, pred, [1])
+
+
+def test_ids_not_in_first_frame_are_background() -> None:
+    masks = np.zeros((4, 6, 6), np.uint8)
+    masks[:, 1:3, 1:3] = 1
+    masks[2, 4:6, 4:6] = 2  # a late object: not scored, and its pixels are background for object 1
+    scores = score_video(masks, np.where(masks == 2, 0, masks).astype(np.uint8))
+    assert scores.object_ids == [1]
+    assert scores.frame_names == ["00001", "00002"]
+    assert scores.j.tolist() == [[1.0, 1.0]]
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def test_statistics_hand_worked() -> None:
+    values = np.array([1, 1, 1, 0.5, 0.5, 0, 0, 0.3])
+    mean, recall, decay = davis_statistics(values)
+    assert mean == np.mean(values)
+    assert recall == 3 / 8
+    # bin edges round(linspace(1, 8, 5)) - 1 = 0, 2, 4, 5, 7: first bin values[0:3], last bin values[5:8]
+    assert decay == pytest.approx(1.0 - 0.1, abs=1e-15)
+
+
+def test_decay_is_correct_for_long_sequences() -> None:
+    values = np.zeros(300)
+    values[:76] = 1.0  # edges 0, 75, 150, 224, 299: the first bin is exactly values[0:76]
+    assert davis_statistics(values)[2] == 1.0
+    values = np.linspace(0, 1, 260)
+    edges = (np.round(np.linspace(1, 260, 5) + 1e-10) - 1).astype(int)
+    expected = values[edges[0] : edges[1] + 1].mean() - values[edges[3] : edges[4] + 1].mean()
+    assert davis_statistics(values)[2] == pytest.approx(expected, abs=0)
+
+
+# ------------------------------------------------------------------------------------------------- errors
+def test_score_video_rejects_unknown_ids_and_bad_shapes() -> None:
+    gt = np.zeros((4, 6, 6), np.uint8)
+    gt[:, 1:3, 1:3] = 1
+    pred = gt.copy()
+    pred[1, 4, 4] = 3
+    with pytest.raises(MassegError, match=r"id\(s\) \[3\] are not in the ground truth"):
+        score_video(gt, pred)
+    with pytest.raises(MassegError, match="frames"):
+        score_video(gt[:2], pred[:2])
+    with pytest.raises(MassegError, match="uint8"):
+        score_video(gt.astype(np.int32), gt)
+    with pytest.raises(MassegError, match="ground-truth frames"):
+        score_video(gt, gt[:3])
+
+
+# ----------------------------------------------------------------------------------------- definition checks
+def literal_boundary(mask: np.ndarray) -> np.ndarray:
+    """The boundary rule pixel by pixel, straight from its statement."""
+    height, width = mask.shape
+    out = np.zeros((height, width), bool)
+    for y in range(height):
+        for x in range(width):
+            if y == height - 1 and x == width - 1:
+                continue
+            if y == height - 1:
+                neighbours = [(y, x + 1)]
+            elif x == width - 1:
+                neighbours = [(y + 1, x)]
+            else:
+                neighbours = [(y, x + 1), (y + 1, x), (y + 1, x + 1)]
+            out[y, x] = any(mask[y, x] != mask[ny, nx] for ny, nx in neighbours)
+    return out
+
+
+binary_masks = st.tuples(st.integers(1, 12), st.integers(1, 12)).flatmap(lambda shape: arrays(np.bool_, shape))
+
+
+@settings(max_examples=150, deadline=None)
+@given(binary_masks)
+def test_boundary_maps_follow_the_rule(mask: np.ndarray) -> None:
+    expected = literal_boundary(mask)
+    assert np.array_equal(seg2bmap(mask), expected)
+    assert np.array_equal(boundary_map_fast(mask).astype(bool), expected)
+
+
+@pytest.mark.parametrize("radius", [0.5, 1.0, 2.0, 3.0, 7.837, 8.0, 12.0, 17.62, 18.0])
+def test_disk_footprint_equals_scikit_image(radius: float) -> None:
+    from skimage.morphology import disk
+
+    assert np.array_equal(disk_footprint(radius), disk(radius).astype(np.uint8))
+
+
+@st.composite
+def frame_pairs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, float]:
+    """Random ground truth (with void) and prediction of 1-4 objects: noise, rectangles, full and empty masks."""
+    height, width = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    objects = draw(st.integers(1, 4))
+    frames = []
+    for allow_void in (True, False):
+        style = draw(st.sampled_from(["noise", "rectangles", "full", "empty"]))
+        if style == "noise":
+            alphabet = list(range(objects + 1)) + ([255] if allow_void else [])
+            frame = draw(arrays(np.uint8, (height, width), elements=st.sampled_from(alphabet)))
+        else:
+            frame = np.zeros((height, width), np.uint8)
+            if style == "full":
+                frame[:] = draw(st.integers(1, objects))
+            elif style == "rectangles":
+                for object_id in range(1, objects + 1):
+                    y0, x0 = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+                    y1, x1 = draw(st.integers(y0 + 1, height)), draw(st.integers(x0 + 1, width))
+                    frame[y0:y1, x0:x1] = object_id
+        frames.append(frame)
+    if draw(st.booleans()):  # a near copy: shared boundaries, the common case for good predictions
+        frames[1] = np.where(frames[0] == 255, 0, frames[0]).astype(np.uint8)
+        for _ in range(draw(st.integers(0, 3))):
+            frames[1][draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))] = draw(st.integers(0, objects))
+    radius = draw(st.sampled_from([None, 1.0, 2.0, 3.0, 5.0]))
+    return frames[0], frames[1], radius
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame_pairs())
+def test_fast_path_equals_plain_bit_for_bit(case: tuple[np.ndarray, np.ndarray, float | None]) -> None:
+    gt, pred, radius = case
+    radius = boundary_radius(*gt.shape) if radius is None else radius
+    object_ids = [1, 2, 3, 4]
+    expected = score_frame_plain(gt, pred, object_ids, radius)
+    for matcher in ("auto", "dilate", "integral"):
+        assert score_frame_fast(gt, pred, object_ids, radius, matcher) == expected
+
+
+@pytest.mark.parametrize("radius", [float(r) for r in range(0, 41)])
+def test_symmetric_disks_are_unions_of_centred_rectangles(radius: float) -> None:
+    plan = _footprint_plan(radius)
+    size = plan.footprint.shape[0]
+    centre = size // 2
+    rebuilt = np.zeros((size, size), bool)
+    for half_width, half_height in zip(plan.half_widths, plan.half_heights):
+        rebuilt[centre - half_height : centre + half_height + 1, centre - half_width : centre + half_width + 1] = True
+    assert np.array_equal(rebuilt, plan.footprint.astype(bool))
+
+
+def test_off_centre_disks_use_dilation_only() -> None:
+    plan = _footprint_plan(0.008 * float(np.linalg.norm((480, 854))))  # MOSEv2's un-rounded radius
+    assert plan.half_widths is None
+    boundary = np.zeros((5, 5), np.uint8)
+    boundary[2, 1:4] = 1
+    shifted = np.roll(boundary, 1, axis=0)
+    with pytest.raises(ValueError, match="matcher='dilate'"):
+        boundary_f(boundary, shifted, 7.837, matcher="integral")
+    assert boundary_f(boundary, shifted, 7.837) == boundary_f(boundary, shifted, 7.837, matcher="dilate")
