@@ -8,6 +8,7 @@ but the first and last) are read. No torch here.
 """
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class EvaluationResult:
     per_frame: pd.DataFrame
     per_scene_type: pd.DataFrame | None
     video_scores: list[VideoScores]
+    sources: dict | None = None  # what was scored (gt_root, pred_root, split_list, protocol): evaluation.json
 
     def object_columns(self) -> list[str]:
         """The per-object statistic columns written to ``per_object.csv`` after ``Sequence``."""
@@ -152,6 +154,8 @@ class EvaluationResult:
             tables[PER_SCENE_TYPE_FILE] = self.per_scene_type
         for name, table in tables.items():
             layout.atomic_write_bytes(out_dir / name, table.to_csv(index=False).encode())
+        if self.sources is not None:  # lets `report` find the frames and masks again for overlays
+            layout.atomic_write_bytes(out_dir / "evaluation.json", json.dumps(self.sources, indent=1).encode())
         return out_dir
 
     def summary(self) -> str:
@@ -314,4 +318,7 @@ def evaluate_predictions(
             video_scores.append(_score_job(job))
             bar.update()
     bar.close()
-    return tables_from_scores(video_scores, protocol, scene_types)
+    result = tables_from_scores(video_scores, protocol, scene_types)
+    result.sources = {"gt_root": str(Path(gt_root).resolve()), "pred_root": str(Path(pred_root).resolve()),
+                      "split_list": str(Path(split_list).resolve()) if split_list else None, "protocol": protocol}
+    return result

@@ -228,3 +228,14 @@ def test_evaluate_does_not_import_torch_sam2_or_ray(gt_and_pred, tmp_path: Path)
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_write_records_what_was_scored(gt_and_pred, tmp_path: Path) -> None:
+    """evaluation.json names the ground truth and prediction folders (the report draws overlays from them)."""
+    import json
+
+    gt_root, pred_root, _ = gt_and_pred
+    out = evaluate_predictions(gt_root, pred_root, progress=False).write(tmp_path / "out")
+    sources = json.loads((out / "evaluation.json").read_text())
+    assert sources == {"gt_root": str(gt_root.resolve()), "pred_root": str(pred_root.resolve()), "split_list": None,
+                       "protocol": "davis"}
