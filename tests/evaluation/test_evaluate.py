@@ -209,7 +209,7 @@ def test_cli_end_to_end(gt_and_pred, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0
     printed = capsys.readouterr().out
     assert "J&F-Mean" in printed and str(out) in printed
-    assert {p.name for p in out.iterdir()} == {"global.csv", "per_object.csv", "per_frame.csv"}
+    assert {p.name for p in out.iterdir()} == {"global.csv", "per_object.csv", "per_frame.csv", "evaluation.json"}
     code = main(["evaluate", "--gt", str(gt_root), "--pred", str(tmp_path / "nowhere"), "--out", str(out), "--no-progress"])
     assert code == 1
     message = capsys.readouterr().err
