@@ -121,7 +121,6 @@ class TrainSection(Section):
     batch_size: int = Field(1, ge=1)
     num_frames: int = Field(6, ge=2)
     max_objects: int = Field(3, ge=1)
-    image_size: int | None = Field(None, description="None = the model config's image_size")
     grad_clip: float = Field(0.1, gt=0)
     warmup_iterations: int = Field(20, ge=0)
     amp: bool = True
@@ -140,9 +139,12 @@ class SearchDimension(Section):
     high: float | None = None
     log: bool = False
     choices: list[Any] | None = None
+    grid: bool = Field(False, description="with choices: try every choice in order (train-sweep: tune.grid_search)")
 
     @model_validator(mode="after")
     def _range_or_choices(self) -> "SearchDimension":
+        if self.grid and self.choices is None:
+            raise ValueError("grid: true needs a list of choices")
         if self.choices is None and (self.low is None or self.high is None):
             raise ValueError("give either low and high, or choices")
         if self.choices is None and self.low > self.high:
@@ -166,8 +168,10 @@ class TrainSweepSection(Section):
     asha: AshaSection = Field(default_factory=AshaSection)
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(1, ge=0)
-    gpus_per_trial: float = Field(0, ge=0)
-    cpus_per_trial: float = Field(1, gt=0)
+    gpus_per_trial: float = Field(0, ge=0, description="> 1: the trial runs data-parallel, one worker per GPU")
+    cpus_per_trial: float = Field(1, gt=0, description="per worker when data-parallel")
+    workers_per_trial: int | None = Field(None, ge=1, description="data-parallel workers (TorchTrainer); None = "
+                                          "gpus_per_trial when > 1, else 1; > 1 without GPUs = CPU workers on gloo")
     max_concurrent: int | None = Field(None, ge=1)
     storage: str = "results/sweeps"
     searcher: Literal["random", "optuna"] = "random"
@@ -178,25 +182,114 @@ class TrainSweepSection(Section):
 class MssSection(Section):
     """Optuna search of (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc) per scene type."""
 
-    split: str = "val"
-    trials: int = Field(24, ge=1)
+    split: str | None = Field(None, description="split name or list file searched on; None = data.val_split")
+    trials: int = Field(24, ge=1, description="finished trials per scene-type study (the two baselines count)")
     batch: int = Field(8, ge=1, description="trials asked per study and engine pass")
     sampler: Literal["tpe", "gp", "cmaes", "random", "grid"] = "tpe"
     seed: int = 0
     cv_folds: int = Field(3, ge=0, description="held-out estimate over videos; 0 or 1 = none")
     scale: SearchDimension = Field(default_factory=lambda: SearchDimension(low=1.0, high=40.0, log=True))
     bias: SearchDimension = Field(default_factory=lambda: SearchDimension(low=-20.0, high=0.0))
+    grid_points: int = Field(5, ge=2, description="values per dimension for the grid sampler")
     feature_cache_mb: int = Field(512, ge=0, description="keep image features across passes up to this size")
+    engine_max_rows: int | None = Field(None, ge=1, description="object x configuration rows per engine step; None = all")
     bootstrap: int = Field(1000, ge=0)
+    storage: str | None = Field(None, description="Optuna storage; None = sqlite:///studies/<study>.db; no passwords")
+    artifact_dir: str = Field("studies/artifacts", description="optuna-dashboard --artifact-dir for the plots")
+    results_dir: str = Field("results/mss", description="best_configs.yaml, tables and plots go to <dir>/<study>/")
+    heartbeat_interval: int = Field(10, ge=1, description="seconds between heartbeats of in-flight trials")
+    grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is failed; None = 3x")
 
 
 class EnsembleSection(Section):
     """How predictions are fused (a plan file can override), and what candidates --select-on compares."""
 
-    method: Literal["select", "mean", "logit-mean", "vote"] = "select"
+    method: Literal["select", "single", "mean", "logit-mean", "vote"] = Field(
+        "select", description="fusion when no --plan is given (select needs --best-configs and --scene-types)")
     configs: list[str] = Field(default_factory=list, description="config ids; empty = all present")
-    top_k: int = Field(3, ge=1)
-    workers: int = Field(2, ge=1)
+    weights: list[float] | None = Field(None, description="one weight per config (mean, logit-mean, vote); None = equal")
+    top_k: int = Field(3, ge=1, description="configs in the mean-top-k candidates of --select-on")
+    workers: int = Field(2, ge=1, description="processes over videos")
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "EnsembleSection":
+        if self.weights is not None and len(self.weights) != len(self.configs):
+            raise ValueError(f"weights has {len(self.weights)} values for {len(self.configs)} configs")
+        return self
+
+
+class MosePlusSource(Section):
+    """One source dataset for MOSE+: where it is, its format, and how many selected clips it may give."""
+
+    name: str = Field(description="short lowercase prefix of its merged video names, e.g. 'ytvos'")
+    format: Literal["davis", "ytvos", "vis", "ovis", "burst"]
+    src: str = Field(description="the source folder as the dataset ships it")
+    ann: str | None = Field(None, description="the annotation JSON where the format keeps it apart (VIS 2019, OVIS, BURST)")
+    split: str | None = Field(None, description="DAVIS: ImageSets/2017/<split>.txt; None = every video")
+    images: str | None = Field(None, description="YouTube-VOS: another image folder, e.g. train_all_frames/JPEGImages")
+    frames: Literal["annotated", "all"] = Field("annotated", description="YouTube-VOS/BURST: unlabelled frames too?")
+    max_videos: int | None = Field(None, ge=1, description="convert only the first N videos (a quick look)")
+    quota: int | None = Field(None, ge=0, description="at most this many selected clips from this source; None = no cap")
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _prefix_name(cls, value: str) -> str:
+        if not value.isascii() or not value.isalnum() or value.lower() != value:
+            raise ValueError(f"source name {value!r} must be lowercase letters and digits (it prefixes video names)")
+        return value
+
+
+class StatRange(Section):
+    """An inclusive range on one clip statistic; either end may be open."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class MosePlusSelection(Section):
+    """Which converted clips are MOSE-like: hard requirements, then at least ``min_criteria`` criteria met.
+
+    Statistics: num_objects, num_frames, area_drop, bbox_overlap, occlusion, small_object_share,
+    disappearance_share, reappearance_share, appearance_similarity (see masseg_search/moseplus/select.py).
+    """
+
+    required: dict[str, StatRange] = Field(
+        default_factory=lambda: {"num_objects": StatRange(min=1), "num_frames": StatRange(min=5)})
+    criteria: dict[str, StatRange] = Field(default_factory=lambda: {
+        "occlusion": StatRange(min=0.3), "small_object_share": StatRange(min=0.3),
+        "reappearance_share": StatRange(min=0.2), "appearance_similarity": StatRange(min=0.7),
+        "num_objects": StatRange(min=4)})
+    min_criteria: int = Field(1, ge=0)
+    max_clips: int | None = Field(None, ge=0, description="cap on all selected clips together, after the quotas")
+    small_object_area: float = Field(0.01, gt=0, lt=1, description="an object is small below this share of the frame")
+    stats_max_frames: int = Field(60, ge=2, description="labelled frames sampled per clip for the statistics")
+    similarity_frames: int = Field(3, ge=1, description="frames whose colours describe each object's appearance")
+
+
+class MosePlusSection(Section):
+    """`data build-moseplus`: convert the sources, select MOSE-like clips, merge them with MOSE train."""
+
+    out: str = Field("results/moseplus", description="converted/, stats/, report/ and the merged root merged/")
+    shorter_side: int | None = Field(480, ge=16, description="converted clips' shorter side; None = keep sizes")
+    upscale: bool = Field(True, description="also enlarge clips smaller than shorter_side")
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    workers: int = Field(1, ge=1, description="videos converted at once, one process each")
+    mose_root: str | None = Field(None, description="MOSE train (JPEGImages/, Annotations/); None = converted clips only")
+    mose_list: str | None = Field(None, description="list file or split name under mose_root; None = every video")
+    mose_holdout_list: str | None = Field(None, description="MOSE videos kept out of training, written as val.txt")
+    mose_prefix: str = "mose"
+    link: Literal["hardlink", "symlink", "copy"] = Field("hardlink", description="how merged/ refers to the files")
+    list_name: str = Field("train", description="merged/<list_name>.txt lists the MOSE+ training videos")
+    sources: list[MosePlusSource] = Field(default_factory=list)
+    selection: MosePlusSelection = Field(default_factory=MosePlusSelection)
+
+    @model_validator(mode="after")
+    def _unique_prefixes(self) -> "MosePlusSection":
+        names = [source.name for source in self.sources] + [self.mose_prefix]
+        if len(names) != len(set(names)):
+            raise ValueError(f"source names and mose_prefix must all differ (they prefix video names), got {names}")
+        return self
 
 
 class ProjectConfig(Section):
@@ -209,6 +302,7 @@ class ProjectConfig(Section):
     train_sweep: TrainSweepSection = Field(default_factory=TrainSweepSection)
     mss: MssSection = Field(default_factory=MssSection)
     ensemble: EnsembleSection = Field(default_factory=EnsembleSection)
+    moseplus: MosePlusSection = Field(default_factory=MosePlusSection)
     source: str | None = Field(None, exclude=True, description="the file this was loaded from")
 
 

@@ -1,0 +1,198 @@
+"""Dataset inference: every video through the multi-configuration engine, stored as low-res logits, resumable.
+
+Output (the layout of masseg_search/predictions.py)::
+
+    <out>/<config_id>/<video>/object_<id>.npz + meta.json    one folder per configuration (s20_b-10, s7.5_b-4)
+    <out>/per_type/<video>/...                              with --per-type: each object under its type's config
+    <out>/infer_run.json                                    what produced them (model, checkpoint, configs)
+    <out>/<config_id>/Annotations/<video>/<frame>.png       with --save-masks (first frame = the given mask)
+
+A video whose every folder is complete (``predictions.is_complete``) is skipped, so a killed run resumes; a
+half-written one has no ``meta.json`` and is redone.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from masseg_search.data.layout import Dataset, atomic_write_bytes, open_dataset, write_mask
+from masseg_search.errors import MassegError
+from masseg_search.predictions import (
+    VideoPrediction,
+    config_id,
+    is_complete,
+    load_video_prediction,
+    logits_to_mask,
+    parse_config_list,
+    save_video_prediction,
+)
+
+logger = logging.getLogger(__name__)
+
+PER_TYPE_ID = "per_type"
+RUN_FILE = "infer_run.json"
+
+
+def _object_types(dataset: Dataset, scene_types: Any, video_names: list[str]) -> dict[tuple[str, int], str]:
+    """(video, object id) -> scene type, from a CSV path, a DataFrame, or computed with the demo config's rules."""
+    import pandas as pd
+
+    from masseg_search.data.scene_types import load_scene_types, scene_type_table
+
+    if isinstance(scene_types, pd.DataFrame):
+        table = scene_types
+    elif scene_types is not None:
+        table = load_scene_types(scene_types)
+    else:
+        from masseg_search.config import load_config
+
+        subset = Dataset(dataset.root, dataset.image_root, dataset.annotation_root, list(video_names))
+        table = scene_type_table(subset, load_config().scene_types, progress=True)
+    return {(str(row.video), int(row.object_id)): str(row.scene_type) for row in table.itertuples(index=False)}
+
+
+def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]], best: Any,
+                        types: dict[tuple[str, int], str]) -> tuple[dict[int, list[tuple[float, float]]], dict[int, tuple[float, float]]]:
+    """Every object's configurations (the shared list plus, with --per-type, its type's) and the per-type choice."""
+    from masseg_search.model.engine import check_video
+
+    checked = check_video(video)
+    per_object: dict[int, list[tuple[float, float]]] = {}
+    chosen: dict[int, tuple[float, float]] = {}
+    for obj in checked.object_ids:
+        pairs = list(configs)
+        if best is not None:
+            scene_type = types.get((video.name, obj))
+            if scene_type is None:
+                raise MassegError(f"video {video.name!r} object {obj} has no scene type in the table",
+                                  fix="recompute the scene-type CSV for this dataset (masseg-search data scene-types)")
+            chosen[obj] = best.for_type(scene_type)
+            pairs.append(chosen[obj])
+        per_object[obj] = pairs
+    return per_object, chosen
+
+
+def _per_type_prediction(results: dict[str, VideoPrediction], chosen: dict[int, tuple[float, float]]) -> VideoPrediction:
+    """One prediction whose objects each come from their own type's configuration."""
+    first = next(iter(results.values()))
+    merged = VideoPrediction(video=first.video, frame_names=first.frame_names, height=first.height, width=first.width,
+                             object_ids=sorted(chosen), first_frames={}, scale=None, bias=None,
+                             object_configs={obj: (float(s), float(b)) for obj, (s, b) in chosen.items()})
+    for obj, (scale, bias) in chosen.items():
+        source = results[config_id(scale, bias)]
+        merged.logits[obj] = source.logits[obj]
+        merged.object_scores[obj] = source.object_scores[obj]
+        merged.first_frames[obj] = source.first_frames[obj]
+    return merged
+
+
+def run_inference(model_config: str, checkpoint: str | Path | None, data_root: str | Path, out_dir: str | Path,
+                  configs: str | Sequence[tuple[float, float]] | None, split_list: str | Path | None = None,
+                  per_type: str | Path | None = None, scene_types: Any = None, save_masks: bool = False,
+                  device: str = "auto", skip_bad: bool = False, videos: Sequence[str] | None = None,
+                  postprocess: bool = False, progress: bool = True) -> Path:
+    """Run every selected video under ``configs`` (``"20,-10;7.5,-4"`` or pairs) and/or each object's scene-type
+    configuration from ``per_type`` (a best_configs.yaml; types from ``scene_types``: a CSV path, a DataFrame, or
+    None = computed). Returns ``out_dir``."""
+    from tqdm import tqdm
+
+    from masseg_search.best_configs import load_best_configs
+    from masseg_search.model.build import build_model, resolve_device
+    from masseg_search.model.engine import MultiConfigEngine, check_video
+
+    pairs = parse_config_list(configs) if isinstance(configs, str) else [(float(s), float(b)) for s, b in (configs or [])]
+    if not pairs and per_type is None:
+        raise MassegError("nothing to run: no --configs and no --per-type", fix='pass --configs "20,-10" or --per-type best_configs.yaml')
+    best = load_best_configs(per_type) if per_type is not None else None
+    dataset = open_dataset(data_root, split_list=split_list)
+    names = list(videos) if videos is not None else list(dataset.video_names)
+    unknown = [n for n in names if n not in set(dataset.video_names) and not (dataset.image_root / n).is_dir()]
+    if unknown:
+        raise MassegError(f"videos not in the dataset: {unknown[:5]}", data_root, "check the names against the split list")
+    out_dir = Path(out_dir)
+    folders = [config_id(s, b) for s, b in pairs] + ([PER_TYPE_ID] if best is not None else [])
+    todo = [n for n in names if not all(is_complete(out_dir / folder / n) for folder in folders)]
+    logger.info("%d of %d videos already done in %s", len(names) - len(todo), len(names), out_dir)
+    skipped: list[str] = []
+    if todo:
+        types = _object_types(dataset, scene_types, todo) if best is not None else {}
+        device = resolve_device(device)
+        engine = MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device)
+        _write_run_record(out_dir, model_config, checkpoint, pairs, per_type, postprocess)
+        for name in tqdm(todo, desc="infer", unit="video", disable=not progress):
+            video = dataset.video(name)
+            try:  # input problems (and frames that fail to decode) are MassegErrors naming the video
+                check_video(video)
+                per_object, chosen = _configs_per_object(video, pairs, best, types)
+                results = engine.predict_video(video, per_object)
+            except MassegError as exc:
+                if not skip_bad:
+                    raise
+                logger.warning("skipping video %s: %s", name, exc)
+                skipped.append(name)
+                continue
+            for scale, bias in pairs:
+                key = config_id(scale, bias)
+                if not is_complete(out_dir / key / name):
+                    save_video_prediction(out_dir / key / name, results[key])
+            if best is not None:
+                save_video_prediction(out_dir / PER_TYPE_ID / name, _per_type_prediction(results, chosen))
+    if skipped:
+        logger.warning("skipped %d bad videos: %s", len(skipped), ", ".join(skipped))
+    if save_masks:
+        done = [n for n in names if n not in skipped]
+        for folder in folders:
+            write_masks(out_dir, folder, out_dir, dataset, videos=done, progress=progress)
+    return out_dir
+
+
+def _write_run_record(out_dir: Path, model_config: str, checkpoint: Any, pairs: list, per_type: Any, postprocess: bool) -> None:
+    """Record what produces this folder; resuming with another model into it is an error (results would mix)."""
+    record = {"model_config": str(model_config), "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+              "configs": [config_id(s, b) for s, b in pairs], "per_type": str(per_type) if per_type else None,
+              "postprocess": postprocess}
+    path = out_dir / RUN_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        changed = [key for key in ("model_config", "checkpoint", "postprocess") if previous.get(key) != record[key]]
+        if changed:
+            raise MassegError(f"this folder holds predictions of another run ({', '.join(f'{k}: {previous.get(k)}' for k in changed)})",
+                              path, "pass a new --out, or delete the folder to start over")
+        record["configs"] = sorted(set(previous.get("configs", [])) | set(record["configs"]))
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+
+
+def write_masks(predictions_root: str | Path, folder: str, out_root: str | Path, dataset: Dataset,
+                videos: Sequence[str] | None = None, progress: bool = False) -> Path:
+    """Video-resolution palette PNGs of one stored configuration (or ``per_type``):
+    ``<out_root>/<folder>/Annotations/<video>/<frame>.png``, the first annotated frame being the given mask,
+    frames before it empty. Upsampling and merge are SAM2's (bilinear, per pixel the highest logit if above 0)."""
+    from tqdm import tqdm
+
+    predictions_root, out_root = Path(predictions_root), Path(out_root)
+    names = list(videos) if videos is not None else list(dataset.video_names)
+    annotations = out_root / folder / "Annotations"
+    for name in tqdm(names, desc=f"masks {folder}", unit="video", disable=not progress):
+        prediction = load_video_prediction(predictions_root / folder / name)
+        video = dataset.video(name)
+        start, first_mask = video.first_annotation()
+        ids = prediction.object_ids
+        for t, frame in enumerate(prediction.frame_names):
+            path = annotations / name / f"{frame}.png"
+            if t == start:
+                mask = first_mask
+            elif ids:
+                mask = logits_to_mask(np.stack([prediction.logits[i][t] for i in ids]), ids, prediction.height, prediction.width)
+            else:
+                mask = np.zeros((prediction.height, prediction.width), np.uint8)
+            write_mask(path, mask)
+    return out_root / folder
+
+
+def save_masks(predictions_root: str | Path, config_id: str, out_root: str | Path, dataset: Dataset) -> Path:  # noqa: F811
+    """Palette PNGs of every video of ``dataset`` under one configuration: see :func:`write_masks`."""
+    return write_masks(predictions_root, config_id, out_root, dataset)
