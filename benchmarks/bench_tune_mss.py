@@ -1,0 +1,168 @@
+"""Benchmark tune-mss: trials per hour of the batched search against a naive loop, in one run.
+
+    .venv/bin/python benchmarks/bench_tune_mss.py [--model tiny128] [--videos 16] [--frames 12] [--batch 8]
+                                                  [--trials 16] [--naive-trials 3] [--threads 1] [--out DIR]
+
+Makes (once) a synthetic dataset and a tiny random checkpoint whose object-score head is biased to "present" (so
+masks are non-empty and the search has real work to score), types the validation objects with the demo config,
+then times on the same validation videos and the same scene-type studies:
+
+* batched: ``run_batched_search`` with the engine, ``--batch`` trials per study per pass, ONE engine pass over the
+  videos serving every study, image features cached across passes (what ``tune-mss`` runs);
+* naive: per trial and video one plain ``SAM2VideoPredictor`` run (``build_plain_predictor`` +
+  ``reference_predict_video``, as sam2's ``tools/vos_inference.py``) of the videos holding that study's objects,
+  then evaluate; ``--naive-trials`` trials per study through Optuna's ``study.optimize``;
+
+and prints trials per hour of each and the ratio (target >= 4x at K = 8). Both use ``--threads`` torch threads.
+A trial is one (study, configuration) scored; both paths use TPE with the same seeds and in-memory storages.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")  # sam2's per-video bars in the naive loop (read when tqdm is imported)
+
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+
+from masseg_search.config import load_config  # noqa: E402
+from masseg_search.data.layout import atomic_write_bytes, open_dataset  # noqa: E402
+from masseg_search.mss.passes import EnginePassWorker, LocalPassScorer, load_ground_truth  # noqa: E402
+from masseg_search.mss.search import run_batched_search  # noqa: E402
+from masseg_search.mss.studies import StudyStorage, make_sampler, search_distributions, type_seed  # noqa: E402
+
+
+def prepare(out: Path, model: str, videos: int, frames: int, size: int) -> tuple[Path, Path]:
+    """Synthetic data and a 'visible' tiny checkpoint, made once under ``out``."""
+    import torch
+
+    from masseg_search.data.synth import generate_dataset
+    from masseg_search.model.build import init_checkpoint
+
+    data = out / f"data_{videos}v_{frames}f_{size}px"
+    if not (data / "val.txt").is_file():
+        generate_dataset(data, videos=videos, seed=0, height=size, width=size, frames=frames)
+    checkpoint = out / f"{model}_visible.pt"
+    if not checkpoint.is_file():
+        plain = out / f"{model}.pt"
+        init_checkpoint(model, plain, seed=0)
+        state = torch.load(plain, weights_only=True)
+        state["model"]["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 10.0
+        torch.save(state, checkpoint)
+    return data, checkpoint
+
+
+def in_memory_studies(types: list[str], mss, prefix: str, storage: optuna.storages.BaseStorage) -> dict[str, optuna.Study]:
+    """One study per type in ``storage``, seeded as tune-mss seeds them, with the two baselines enqueued."""
+    studies = {}
+    for scene_type in types:
+        study = optuna.create_study(storage=storage, direction="maximize", study_name=f"{prefix}/{scene_type}",
+                                    sampler=make_sampler("tpe", type_seed(0, scene_type), mss))
+        study.enqueue_trial({"scale": 20.0, "bias": -10.0})
+        study.enqueue_trial({"scale": 7.5, "bias": -4.0})
+        studies[scene_type] = study
+    return studies
+
+
+def run_batched(worker: EnginePassWorker, objects, mss, trials: int, batch: int) -> tuple[float, int]:
+    """Seconds and trials told for the batched search."""
+    opened = StudyStorage(optuna.storages.InMemoryStorage(), "memory", heartbeat_interval=60, grace_period=180)
+    studies = in_memory_studies(sorted(objects.scene_type.unique()), mss, f"batched{batch}", opened.storage)
+    start = time.perf_counter()
+    run_batched_search(studies, opened, objects, LocalPassScorer(worker, progress=False), trials, batch,
+                       space_mss=mss, progress=False)
+    seconds = time.perf_counter() - start
+    told = sum(len(s.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) for s in studies.values())
+    return seconds, told
+
+
+def run_naive(predictor, dataset, objects, mss, trials: int) -> tuple[float, int]:
+    """Seconds and trials for the naive loop: a plain predictor run per trial and video, then evaluate."""
+    from masseg_search.evaluation.davis import score_video
+    from masseg_search.model.engine import reference_predict_video
+
+    distributions = search_distributions(mss)
+    ground_truth = {}
+    start = time.perf_counter()
+    told = 0
+    for scene_type in sorted(objects.scene_type.unique()):
+        rows = objects[objects.scene_type == scene_type]
+        study = in_memory_studies([scene_type], mss, "naive", optuna.storages.InMemoryStorage())[scene_type]
+
+        def objective(trial: optuna.Trial) -> float:
+            scale = trial.suggest_float("scale", distributions["scale"].low, distributions["scale"].high, log=distributions["scale"].log)
+            bias = trial.suggest_float("bias", distributions["bias"].low, distributions["bias"].high)
+            values = []
+            for video_name, group in rows.groupby("video"):
+                video = dataset.video(video_name)
+                if video_name not in ground_truth:
+                    ground_truth[video_name] = load_ground_truth(video)
+                _, masks = reference_predict_video(predictor, video, scale, bias)
+                gt = ground_truth[video_name]
+                ids = sorted(int(i) for i in np.unique(gt[0]) if 0 < i < 255)
+                jf = score_video(gt, masks, ids).object_j_and_f_means()
+                values.extend(jf[int(obj)] for obj in group.object_id)
+            return float(np.mean(values))
+
+        study.optimize(objective, n_trials=trials)
+        told += trials
+    return time.perf_counter() - start, told
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny128", help="model config under configs/models (default tiny128)")
+    parser.add_argument("--videos", type=int, default=16, help="synthetic videos (a quarter are validation)")
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--size", type=int, default=128, help="frame height and width")
+    parser.add_argument("--batch", type=int, default=8, help="K, trials per study per pass")
+    parser.add_argument("--trials", type=int, default=16, help="batched trials per study")
+    parser.add_argument("--naive-trials", type=int, default=3, help="naive trials per study")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-rows", type=int, default=None, help="engine rows per step (default all)")
+    parser.add_argument("--out", default="results/bench/tune_mss")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data, checkpoint = prepare(out, args.model, args.videos, args.frames, args.size)
+    config = load_config(None)
+    mss = config.mss
+    dataset = open_dataset(data, split="val")
+    from masseg_search.data.scene_types import scene_type_table
+    from masseg_search.model.build import build_plain_predictor
+
+    objects = scene_type_table(dataset, config.scene_types)[["video", "object_id", "scene_type"]]
+    print(f"validation: {len(dataset)} videos, {len(objects)} objects, types {objects.scene_type.value_counts().to_dict()}")
+
+    worker = EnginePassWorker(args.model, str(checkpoint), str(data), "cpu", mss.feature_cache_mb, args.threads,
+                              max_rows=args.max_rows)
+    predictor = build_plain_predictor(args.model, str(checkpoint), device="cpu")
+    batched_seconds, batched_trials = run_batched(worker, objects, mss, args.trials, args.batch)
+    naive_seconds, naive_trials = run_naive(predictor, dataset, objects, mss, args.naive_trials)
+    batched_rate = batched_trials / batched_seconds * 3600
+    naive_rate = naive_trials / naive_seconds * 3600
+    result = {"model": args.model, "max_rows": args.max_rows, "videos": len(dataset), "objects": len(objects), "frames": args.frames,
+              "size": args.size, "threads": args.threads, "batch": args.batch, "cpu_count": os.cpu_count(),
+              "batched": {"trials": batched_trials, "seconds": round(batched_seconds, 2), "trials_per_hour": round(batched_rate)},
+              "naive": {"trials": naive_trials, "seconds": round(naive_seconds, 2), "trials_per_hour": round(naive_rate)},
+              "speedup": round(batched_rate / naive_rate, 2), "feature_cache": worker.cache_stats()}
+    atomic_write_bytes(out / f"bench_{args.model}_K{args.batch}.json", json.dumps(result, indent=1).encode())
+    print(f"batched K={args.batch}: {batched_trials} trials in {batched_seconds:.1f} s = {batched_rate:.0f} trials/h")
+    print(f"naive:            {naive_trials} trials in {naive_seconds:.1f} s = {naive_rate:.0f} trials/h")
+    print(f"speed-up: {batched_rate / naive_rate:.2f}x (target >= 4x at K=8)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The honest estimate: F folds over videos; tune on F-1, score the chosen configurations on the held-out fold.
+
+Per fold ``f`` the studies ``<study>/cv<f>/<scene_type>`` search on the other folds' objects (same storage, so
+they resume like the main studies); then ONE engine pass over the held-out videos scores three slots side by side
+on the same objects: the configurations chosen on the other folds (a type missing there gets SAM2's default),
+SAM2's 20/-10 and MASSeg's 7.5/-4.0. The pooled held-out per-object J&F gives the estimate, with a bootstrap
+confidence interval over videos (videos resampled with replacement, all their objects kept), also for the paired
+gains. The in-sample best of the main studies is never the reported number.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT
+from masseg_search.config import MssSection
+from masseg_search.data.layout import atomic_write_bytes
+from masseg_search.errors import MassegError
+from masseg_search.mss.search import Config, PassScorer, StopRequest, run_batched_search
+from masseg_search.mss.studies import PARAM_BIAS, PARAM_SCALE, StudyStorage, open_type_studies
+
+METHODS = {"chosen": None, "sam2_default": SAM2_DEFAULT, "masseg": MASSEG_BEST}
+
+
+@dataclass
+class HoldoutResult:
+    """Held-out per-object scores and their summaries."""
+
+    folds: list[list[str]]
+    per_object: pd.DataFrame  # fold, video, object_id, scene_type, chosen_scale, chosen_bias, jf_chosen, jf_sam2_default, jf_masseg
+    summary: pd.DataFrame  # scene_type ('all' first), method, jf, ci_low, ci_high, objects, videos
+    stopped_early: bool = False
+
+
+def video_folds(videos: list[str], folds: int, seed: int) -> list[list[str]]:
+    """Split videos into ``folds`` folds (seeded shuffle, round robin), each sorted."""
+    unique = sorted(set(videos))
+    if folds < 2:
+        raise MassegError(f"--cv {folds}: a held-out estimate needs at least 2 folds", fix="pass --cv 3 (or --cv 0 to skip)")
+    if folds > len(unique):
+        raise MassegError(f"--cv {folds} needs at least {folds} validation videos, the split has {len(unique)}",
+                          fix=f"pass --cv {max(2, len(unique))} or use a larger validation split")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return [sorted(unique[i] for i in order[f::folds]) for f in range(folds)]
+
+
+def write_folds(path: Path, folds: list[list[str]]) -> None:
+    """``folds.json``: {fold index: [videos]} (read by the ensemble stage to select without leakage)."""
+    atomic_write_bytes(Path(path), json.dumps({str(i): fold for i, fold in enumerate(folds)}, indent=1).encode())
+
+
+def chosen_configs(studies: dict[str, optuna.Study]) -> dict[str, Config]:
+    """Best finished (scale, bias) of every study that has one."""
+    chosen = {}
+    for scene_type, type_study in studies.items():
+        complete = type_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if complete:
+            best = max(complete, key=lambda trial: trial.value)
+            chosen[scene_type] = (float(best.params[PARAM_SCALE]), float(best.params[PARAM_BIAS]))
+    return chosen
+
+
+def bootstrap_ci(values: pd.Series, videos: pd.Series, samples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the object mean when videos are resampled with replacement."""
+    if samples <= 0 or values.empty:
+        return float("nan"), float("nan")
+    groups = [group.to_numpy(dtype=float) for _, group in values.groupby(videos.to_numpy())]
+    sums = np.array([g.sum() for g in groups])
+    counts = np.array([len(g) for g in groups])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(groups), size=(samples, len(groups)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def summarize(per_object: pd.DataFrame, samples: int, seed: int) -> pd.DataFrame:
+    """Held-out J&F per method and scene type ('all' = every object), plus paired gains, with bootstrap CIs."""
+    columns = {"chosen": "jf_chosen", "sam2_default": "jf_sam2_default", "masseg": "jf_masseg"}
+    frame = per_object.assign(gain_over_sam2_default=per_object.jf_chosen - per_object.jf_sam2_default,
+                              gain_over_masseg=per_object.jf_chosen - per_object.jf_masseg)
+    columns.update({"gain_over_sam2_default": "gain_over_sam2_default", "gain_over_masseg": "gain_over_masseg"})
+    rows = []
+    groups = [("all", frame)] + [(name, group) for name, group in frame.groupby("scene_type", sort=True)]
+    for scene_type, group in groups:
+        for method, column in columns.items():
+            low, high = bootstrap_ci(group[column], group["video"], samples, seed)
+            rows.append({"scene_type": scene_type, "method": method, "jf": float(group[column].mean()), "ci_low": low,
+                         "ci_high": high, "objects": len(group), "videos": group["video"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def run_holdout(opened: StudyStorage, study: str, objects: pd.DataFrame, scorer: PassScorer, mss: MssSection,
+                folds: int, trials: int, batch: int, sampler: str | None = None, seed: int | None = None,
+                progress: bool = True, stop: StopRequest | None = None,
+                on_fold: Callable[[int, dict[str, optuna.Study]], None] | None = None) -> HoldoutResult:
+    """Tune on F-1 folds and score on the held-out one, for every fold; see the module docstring."""
+    run_seed = mss.seed if seed is None else seed
+    fold_videos = video_folds(objects["video"].tolist(), folds, run_seed)
+    rows = []
+    stopped = False
+    for fold, held_videos in enumerate(fold_videos):
+        tune_objects = objects[~objects["video"].isin(held_videos)]
+        held_objects = objects[objects["video"].isin(held_videos)]
+        types = sorted(tune_objects["scene_type"].unique())
+        studies = open_type_studies(opened, f"{study}/cv{fold}", types, mss, sampler=sampler, seed=seed)
+        report = run_batched_search(studies, opened, tune_objects, scorer, trials, batch, space_mss=mss,
+                                    progress=progress, stop=stop)
+        if on_fold is not None:
+            on_fold(fold, studies)
+        if report.stopped_early:
+            stopped = True
+            break
+        chosen = chosen_configs(studies)
+        pass_configs: dict[str, dict[int, list[Config]]] = {}
+        for row in held_objects.itertuples(index=False):
+            own = chosen.get(row.scene_type, SAM2_DEFAULT)
+            pass_configs.setdefault(row.video, {})[int(row.object_id)] = [own, SAM2_DEFAULT, MASSEG_BEST]
+        scores = scorer(pass_configs)
+        for row in held_objects.itertuples(index=False):
+            jf = scores[row.video][int(row.object_id)]
+            own = chosen.get(row.scene_type, SAM2_DEFAULT)
+            rows.append({"fold": fold, "video": row.video, "object_id": int(row.object_id), "scene_type": row.scene_type,
+                         "chosen_scale": own[0], "chosen_bias": own[1], "chosen_from": "search" if row.scene_type in chosen else "default",
+                         "jf_chosen": jf[0], "jf_sam2_default": jf[1], "jf_masseg": jf[2]})
+    per_object = pd.DataFrame(rows, columns=["fold", "video", "object_id", "scene_type", "chosen_scale", "chosen_bias",
+                                             "chosen_from", "jf_chosen", "jf_sam2_default", "jf_masseg"])
+    summary = summarize(per_object, mss.bootstrap, run_seed) if not per_object.empty else pd.DataFrame()
+    return HoldoutResult(fold_videos, per_object, summary, stopped)

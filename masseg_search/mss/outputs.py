@@ -1,0 +1,261 @@
+"""What tune-mss leaves for the user: best_configs.yaml, CSV tables, PNG plots, and what the Optuna dashboard shows.
+
+Under ``results/mss/<study>/``: ``best_configs.yaml`` (read by infer and ensemble), ``trials.csv`` (every trial of
+every scene-type study), ``per_type.csv`` (chosen config, in-sample values, the two baselines, held-out numbers),
+``holdout_objects.csv`` / ``holdout_summary.csv`` / ``folds.json`` (with ``--cv``), ``landscape_<type>.png``,
+``history.png``, ``gains.png``. In the storage, each study gets user attributes (scene-type rule, videos, objects,
+checkpoint), a markdown note (best configuration, held-out estimate) and the plots as artifacts
+(``optuna-dashboard <storage> --artifact-dir studies/artifacts``).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT, BestConfigs, save_best_configs  # noqa: E402
+from masseg_search.config import ProjectConfig, SceneTypesSection  # noqa: E402
+from masseg_search.data.layout import atomic_write_bytes  # noqa: E402
+from masseg_search.mss.holdout import HoldoutResult  # noqa: E402
+from masseg_search.mss.studies import PARAM_BIAS, PARAM_SCALE  # noqa: E402
+
+logger = logging.getLogger(__name__)
+ARTIFACT_HASH_ATTR = "masseg_artifact_sha256:"
+
+
+def trials_table(studies: dict[str, optuna.Study]) -> pd.DataFrame:
+    """Every trial of every scene-type study: scene_type, number, state, scale, bias, jf, baseline, worker."""
+    rows = []
+    for scene_type, type_study in studies.items():
+        for trial in type_study.get_trials(deepcopy=False):
+            rows.append({"scene_type": scene_type, "number": trial.number, "state": trial.state.name,
+                         "scale": trial.params.get(PARAM_SCALE), "bias": trial.params.get(PARAM_BIAS), "jf": trial.value,
+                         "baseline": bool(trial.user_attrs.get("baseline", False)), "worker": trial.user_attrs.get("worker")})
+    return pd.DataFrame(rows, columns=["scene_type", "number", "state", "scale", "bias", "jf", "baseline", "worker"])
+
+
+def _value_at(trials: pd.DataFrame, config: tuple[float, float]) -> float:
+    match = trials[(trials.state == "COMPLETE") & np.isclose(trials.scale, config[0]) & np.isclose(trials.bias, config[1])]
+    return float(match.jf.iloc[0]) if len(match) else float("nan")
+
+
+def per_type_table(trials: pd.DataFrame, objects: pd.DataFrame, holdout: HoldoutResult | None) -> pd.DataFrame:
+    """One row per scene type: objects, videos, chosen (scale, bias), in-sample best and baselines, held-out J&F."""
+    rows = []
+    for scene_type, group in trials[trials.state == "COMPLETE"].groupby("scene_type", sort=True):
+        best = group.loc[group.jf.idxmax()]
+        type_objects = objects[objects.scene_type == scene_type]
+        row = {"scene_type": scene_type, "objects": len(type_objects), "videos": type_objects.video.nunique(),
+               "trials": len(group), "scale": float(best.scale), "bias": float(best.bias), "jf_in_sample": float(best.jf),
+               "jf_in_sample_sam2_default": _value_at(group, SAM2_DEFAULT), "jf_in_sample_masseg": _value_at(group, MASSEG_BEST)}
+        row["gain_in_sample_over_sam2_default"] = row["jf_in_sample"] - row["jf_in_sample_sam2_default"]
+        row["gain_in_sample_over_masseg"] = row["jf_in_sample"] - row["jf_in_sample_masseg"]
+        if holdout is not None and not holdout.summary.empty:
+            held = holdout.per_object[holdout.per_object.scene_type == scene_type]
+            row["heldout_objects_given_default"] = int((held.chosen_from == "default").sum())
+            summary = holdout.summary[holdout.summary.scene_type == scene_type].set_index("method")
+            for method in ("chosen", "sam2_default", "masseg", "gain_over_sam2_default", "gain_over_masseg"):
+                if method in summary.index:
+                    row[f"heldout_{method}"] = float(summary.loc[method, "jf"])
+                    row[f"heldout_{method}_ci_low"] = float(summary.loc[method, "ci_low"])
+                    row[f"heldout_{method}_ci_high"] = float(summary.loc[method, "ci_high"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    atomic_write_bytes(path, frame.to_csv(index=False).encode())
+
+
+def _save_figure(figure: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+def plot_landscape(trials: pd.DataFrame, scene_type: str, path: Path, log_scale: bool = True) -> Path:
+    """J&F over (scale, bias) for one scene type: every finished trial, the best starred, baselines marked."""
+    group = trials[(trials.scene_type == scene_type) & (trials.state == "COMPLETE")]
+    figure, axis = plt.subplots(figsize=(5.5, 4.2))
+    points = axis.scatter(group.scale, group.bias, c=group.jf, cmap="viridis", s=36, edgecolors="k", linewidths=0.3)
+    if len(group) >= 4 and group.scale.nunique() > 2 and group.bias.nunique() > 2:
+        try:
+            axis.tricontourf(group.scale, group.bias, group.jf, levels=12, cmap="viridis", alpha=0.35)
+        except (ValueError, RuntimeError) as exc:  # degenerate triangulation (collinear points)
+            logger.info("landscape %s: no contour (%s); the scatter alone shows the trials", scene_type, exc)
+    best = group.loc[group.jf.idxmax()] if len(group) else None
+    if best is not None:
+        axis.scatter([best.scale], [best.bias], marker="*", s=260, c="red", edgecolors="k", label=f"best {best.jf:.3f}")
+    for (scale, bias), name, marker in ((SAM2_DEFAULT, "SAM2 20/-10", "s"), (MASSEG_BEST, "MASSeg 7.5/-4", "D")):
+        axis.scatter([scale], [bias], marker=marker, s=60, facecolors="none", edgecolors="red", label=name)
+    if log_scale:
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
+        axis.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_xlabel("sigmoid scale (memory encoder)")
+    axis.set_ylabel("sigmoid bias")
+    axis.set_title(f"J&F landscape: {scene_type} (in-sample)")
+    figure.colorbar(points, ax=axis, label="J&F")
+    axis.legend(fontsize=7, loc="best")
+    return _save_figure(figure, path)
+
+
+def plot_history(trials: pd.DataFrame, path: Path) -> Path:
+    """Optimisation history: J&F per trial and the best so far, one line per scene type."""
+    figure, axis = plt.subplots(figsize=(6.5, 4.0))
+    for scene_type, group in trials[trials.state == "COMPLETE"].groupby("scene_type", sort=True):
+        group = group.sort_values("number")
+        line = axis.plot(group.number, group.jf, "o", ms=3, alpha=0.5)[0]
+        axis.plot(group.number, group.jf.cummax(), "-", color=line.get_color(), label=f"{scene_type} (best so far)")
+    axis.set_xlabel("trial")
+    axis.set_ylabel("mean J&F of the type's objects")
+    axis.set_title("Optimisation history (in-sample)")
+    axis.legend(fontsize=7)
+    return _save_figure(figure, path)
+
+
+def plot_gains(per_type: pd.DataFrame, path: Path) -> Path:
+    """Per scene type, the gain of the chosen config over 20/-10 and over 7.5/-4.0 (held-out when available)."""
+    held = "heldout_gain_over_sam2_default" in per_type.columns
+    prefix, label = ("heldout_gain_over_", "held-out") if held else ("gain_in_sample_over_", "in-sample")
+    figure, axis = plt.subplots(figsize=(6.5, 4.0))
+    positions = np.arange(len(per_type))
+    for offset, (baseline, name) in zip((-0.2, 0.2), (("sam2_default", "over SAM2 20/-10"), ("masseg", "over MASSeg 7.5/-4"))):
+        values = per_type[f"{prefix}{baseline}"].to_numpy(dtype=float)
+        errors = None
+        if held:
+            low = per_type[f"heldout_gain_over_{baseline}_ci_low"].to_numpy(dtype=float)
+            high = per_type[f"heldout_gain_over_{baseline}_ci_high"].to_numpy(dtype=float)
+            errors = np.nan_to_num(np.vstack([values - low, high - values]))
+        axis.bar(positions + offset, np.nan_to_num(values), width=0.4, yerr=errors, capsize=3, label=name)
+    axis.axhline(0, color="k", linewidth=0.8)
+    axis.set_xticks(positions, per_type.scene_type)
+    axis.set_ylabel(f"J&F gain ({label})")
+    axis.set_title(f"Per-type gain of the chosen configuration ({label})")
+    axis.legend(fontsize=7)
+    return _save_figure(figure, path)
+
+
+def rule_text(scene_types: SceneTypesSection, scene_type: str) -> str:
+    """The rule that defines a scene type, as readable text."""
+    for rule in scene_types.types:
+        if rule.name == scene_type:
+            parts = []
+            for feature, bounds in rule.when.items():
+                if bounds.min is not None:
+                    parts.append(f"{feature} >= {bounds.min:g}")
+                if bounds.max is not None:
+                    parts.append(f"{feature} <= {bounds.max:g}")
+            return " and ".join(parts) or "always"
+    return "no rule matched (default type)"
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def study_note(scene_type: str, row: pd.Series, holdout: HoldoutResult | None) -> str:
+    """Markdown note for the dashboard: chosen configuration, held-out estimate next to the baselines."""
+    lines = [f"# {scene_type}", "", f"**Chosen configuration:** scale {row.scale:g}, bias {row.bias:g} "
+             f"({int(row.objects)} objects in {int(row.videos)} videos, {int(row.trials)} finished trials).", ""]
+    if "heldout_chosen" in row and not pd.isna(row.get("heldout_chosen")):
+        lines += ["## Held-out estimate (the result)", "", "| configuration | J&F | 95% CI |", "|---|---|---|"]
+        for method, name in (("chosen", "tuned on the other folds"), ("sam2_default", "SAM2 20/-10"), ("masseg", "MASSeg 7.5/-4.0")):
+            lines.append(f"| {name} | {_fmt(row[f'heldout_{method}'])} | {_fmt(row[f'heldout_{method}_ci_low'])} .. "
+                         f"{_fmt(row[f'heldout_{method}_ci_high'])} |")
+        lines += ["", f"Folds: {len(holdout.folds) if holdout else '?'}, bootstrap over videos."]
+        given_default = int(row.get("heldout_objects_given_default", 0) or 0)
+        if given_default:
+            lines += [f"{given_default} held-out objects of this type had no objects of their type in the other folds "
+                      "and ran SAM2's default instead."]
+    else:
+        lines += ["No held-out estimate (run with `--cv 3`); the in-sample best below is optimistic."]
+    lines += ["", f"In-sample best {_fmt(row.jf_in_sample)} (optimistic: chosen and scored on the same objects); "
+              f"20/-10 {_fmt(row.jf_in_sample_sam2_default)}, 7.5/-4.0 {_fmt(row.jf_in_sample_masseg)}."]
+    return "\n".join(lines)
+
+
+def _upload_if_changed(type_study: optuna.Study, store: object, path: Path) -> None:
+    from optuna.artifacts import upload_artifact
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    key = ARTIFACT_HASH_ATTR + path.name
+    if type_study._storage.get_study_system_attrs(type_study._study_id).get(key) == digest:
+        return
+    upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=type_study, mimetype="image/png")
+    type_study._storage.set_study_system_attr(type_study._study_id, key, digest)
+
+
+def annotate_studies(studies: dict[str, optuna.Study], per_type: pd.DataFrame, objects: pd.DataFrame, config: ProjectConfig,
+                     holdout: HoldoutResult | None, plots: dict[str, list[Path]], artifact_dir: Path,
+                     checkpoint: str | None) -> None:
+    """Dashboard: user attributes, a markdown note and the plots as artifacts on every scene-type study."""
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import save_note
+
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(artifact_dir))
+    rows = per_type.set_index("scene_type")
+    for scene_type, type_study in studies.items():
+        type_objects = objects[objects.scene_type == scene_type]
+        type_study.set_user_attr("scene_type_rule", rule_text(config.scene_types, scene_type))
+        type_study.set_user_attr("videos", int(type_objects.video.nunique()))
+        type_study.set_user_attr("objects", int(len(type_objects)))
+        type_study.set_user_attr("checkpoint", checkpoint or "random weights")
+        type_study.set_user_attr("model_config", config.model.config)
+        if scene_type in rows.index:
+            row = rows.loc[scene_type]
+            if holdout is not None and "heldout_chosen" in row:
+                type_study.set_user_attr("heldout_jf", float(row["heldout_chosen"]))
+            save_note(type_study, study_note(scene_type, row, holdout))
+        for path in plots.get(scene_type, []):
+            _upload_if_changed(type_study, store, path)
+
+
+def write_outputs(out_dir: Path, study: str, studies: dict[str, optuna.Study], objects: pd.DataFrame,
+                  config: ProjectConfig, holdout: HoldoutResult | None, artifact_dir: Path | None,
+                  checkpoint: str | None) -> BestConfigs:
+    """Write every table, plot and best_configs.yaml; annotate the studies for the dashboard."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials = trials_table(studies)
+    per_type = per_type_table(trials, objects, holdout)
+    _write_csv(trials, out_dir / "trials.csv")
+    _write_csv(per_type, out_dir / "per_type.csv")
+    if holdout is not None:
+        _write_csv(holdout.per_object, out_dir / "holdout_objects.csv")
+        _write_csv(holdout.summary, out_dir / "holdout_summary.csv")
+    plots: dict[str, list[Path]] = {}
+    shared = []
+    if not per_type.empty:
+        shared = [plot_history(trials, out_dir / "history.png"), plot_gains(per_type, out_dir / "gains.png")]
+    for scene_type in per_type.get("scene_type", []):
+        landscape = plot_landscape(trials, scene_type, out_dir / f"landscape_{scene_type}.png", config.mss.scale.log)
+        plots[scene_type] = [landscape, *shared]
+    types, details = {}, {}
+    for row in per_type.itertuples(index=False):
+        types[row.scene_type] = (row.scale, row.bias)
+        heldout = getattr(row, "heldout_chosen", float("nan"))
+        has_heldout = holdout is not None and not math.isnan(heldout)
+        details[row.scene_type] = {"jf": float(heldout if has_heldout else row.jf_in_sample),
+                                   "jf_source": "heldout" if has_heldout else "in_sample",
+                                   "jf_in_sample": float(row.jf_in_sample), "objects": int(row.objects)}
+    best = BestConfigs(types, SAM2_DEFAULT, details, study, config.model.config, checkpoint)
+    save_best_configs(out_dir / "best_configs.yaml", best)
+    if artifact_dir is not None:
+        annotate_studies(studies, per_type, objects, config, holdout, plots, Path(artifact_dir), checkpoint)
+    return best

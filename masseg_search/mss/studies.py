@@ -1,0 +1,305 @@
+"""Optuna side of tune-mss: storage URLs, seeded samplers, one study per scene type, and trial heartbeats.
+
+Storage (``--storage`` or ``mss.storage``):
+
+- nothing: ``sqlite:///studies/<study>.db`` (one process);
+- ``journal:PATH`` or a path ending in ``.log``/``.journal``/``.jsonl``: Optuna's journal file (several processes
+  on one machine, file locks);
+- ``postgresql://user@host:port/db`` (several machines). The password comes from the environment (libpq reads
+  ``PGPASSWORD`` or ``~/.pgpass``), never from a URL in a config or on a command line.
+
+Heartbeats: a process records a heartbeat for every trial it has in flight; a trial RUNNING without a heartbeat
+for ``grace_period`` seconds (its process was killed) is failed and re-enqueued once with the same parameters
+(``RetryHeartbeatStaleTrialCallback``). RDB storages (SQLite, PostgreSQL) use Optuna's own heartbeat table
+(judged on the database's clock); journal files have none, so there the heartbeat is a trial system attribute with
+the same semantics. A trial whose process died inside ``ask``, before its first heartbeat, is caught too: it lacks
+the heartbeat mark and is failed once its start is older than the grace period.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.trial import TrialState
+
+from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT
+from masseg_search.config import MssSection, SearchDimension
+from masseg_search.errors import MassegError
+
+STUDIES_DIR = Path("studies")
+PARAM_SCALE = "scale"
+PARAM_BIAS = "bias"
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+HEARTBEAT_ATTR = "masseg_heartbeat"  # unix time of the last heartbeat (journal) / of the first one (RDB: the mark)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize.")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@dataclass
+class StudyStorage:
+    """An opened Optuna storage and how its heartbeats work."""
+
+    storage: BaseStorage
+    url: str  # what a user passes to optuna-dashboard (no password)
+    heartbeat_interval: int
+    grace_period: int
+
+    @property
+    def native_heartbeat(self) -> bool:
+        """True for RDB storages (Optuna's heartbeat table); False for journal files (system attribute)."""
+        return isinstance(self.storage, RDBStorage)
+
+
+def default_storage_url(study: str) -> str:
+    """``sqlite:///studies/<study>.db`` (relative to the working directory)."""
+    return f"sqlite:///{STUDIES_DIR / (_safe_name(study) + '.db')}"
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def journal_path(url: str) -> Path | None:
+    """The journal file a storage string names, or None if it is not a journal."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):])
+    if "://" not in url and url.endswith(JOURNAL_SUFFIXES):
+        return Path(url)
+    return None
+
+
+def _reject_password(url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise MassegError(f"not a storage URL: {url!r}", fix="use sqlite:///studies/val.db, journal:studies/val.log "
+                          "or postgresql://user@host:5432/db") from None
+    if parsed.password:
+        raise MassegError("the storage URL contains a password", fix="remove it from the URL and export PGPASSWORD "
+                          "(or use ~/.pgpass); passwords never go in configs or command lines")
+
+
+def _postgres_driver(url: str) -> str:
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; use psycopg2 when only that driver is installed."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def _sqlite_write_ahead_log(storage: RDBStorage) -> None:
+    """WAL journal with synchronous=NORMAL: one fsync per checkpoint instead of per commit (a killed process
+    loses nothing committed; only a power cut may drop the last commits)."""
+    from sqlalchemy import event
+
+    def _pragmas(connection: object, _record: object) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", _pragmas)
+    storage.engine.dispose()  # connections opened before the listener reconnect with the pragmas
+
+
+def open_storage(url: str | None, study: str, heartbeat_interval: int = 10, grace_period: int | None = None) -> StudyStorage:
+    """Open the storage named by ``url`` (None = the SQLite default), with heartbeats enabled."""
+    url = url or default_storage_url(study)
+    grace = grace_period if grace_period is not None else 3 * heartbeat_interval
+    callback = RetryHeartbeatStaleTrialCallback(max_retry=1)
+    journal = journal_path(url)
+    if journal is not None:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # a worker killed while it holds the file lock leaves it behind: others break it after this long
+            lock = JournalFileSymlinkLock(str(journal), grace_period=max(3, min(30, grace)))
+            storage: BaseStorage = JournalStorage(JournalFileBackend(str(journal), lock_obj=lock))
+        except Exception as exc:  # optuna raises plain errors on a corrupt log
+            raise MassegError(f"cannot open the journal file ({exc})", journal, "pass a writable path or a new file") from None
+        return StudyStorage(storage, str(journal), heartbeat_interval, grace)
+    _reject_password(url)
+    url = _postgres_driver(url)
+    engine_kwargs = {}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    for attempt in range(3):
+        try:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                 grace_period=grace, heartbeat_stale_trial_callback=callback)
+            if url.startswith("sqlite:///"):
+                _sqlite_write_ahead_log(storage)
+            return StudyStorage(storage, url, heartbeat_interval, grace)
+        except Exception as exc:  # sqlalchemy's OperationalError / ImportError for a missing driver
+            if "already exists" in str(exc) and attempt < 2:
+                time.sleep(1.0)  # another worker created the tables at the same moment: open them
+                continue
+            raise MassegError(f"cannot open storage {url!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+                              fix="check the URL, that the server runs, and PGPASSWORD for PostgreSQL") from None
+    raise AssertionError("unreachable")
+
+
+def search_distributions(mss: MssSection) -> dict[str, BaseDistribution]:
+    """Optuna distributions for (scale, bias) from the config's ranges (log or linear) or choices."""
+    return {PARAM_SCALE: _distribution(mss.scale), PARAM_BIAS: _distribution(mss.bias)}
+
+
+def _distribution(dimension: SearchDimension) -> BaseDistribution:
+    if dimension.choices is not None:
+        return CategoricalDistribution([float(value) for value in dimension.choices])
+    return FloatDistribution(float(dimension.low), float(dimension.high), log=dimension.log)
+
+
+def _grid_values(dimension: SearchDimension, points: int) -> list[float]:
+    if dimension.choices is not None:
+        return [float(value) for value in dimension.choices]
+    if dimension.log:
+        return [float(v) for v in np.geomspace(dimension.low, dimension.high, points)]
+    return [float(v) for v in np.linspace(dimension.low, dimension.high, points)]
+
+
+def type_seed(seed: int, scene_type: str) -> int:
+    """A per-study seed that depends on the run seed and the scene type name only (reproducible)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(scene_type.encode())) % (2**31)
+
+
+def make_sampler(name: str, seed: int, mss: MssSection) -> optuna.samplers.BaseSampler:
+    """A seeded sampler: tpe (multivariate, constant liar: good for K trials asked at once), gp, cmaes, random, grid."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        import importlib.util
+
+        if importlib.util.find_spec("cmaes") is None:  # optuna imports it lazily and would fail at the first ask
+            raise MassegError("the cmaes sampler needs the 'cmaes' package", fix="pip install cmaes, or use --sampler tpe")
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        grid = {PARAM_SCALE: _grid_values(mss.scale, mss.grid_points), PARAM_BIAS: _grid_values(mss.bias, mss.grid_points)}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    raise MassegError(f"unknown sampler {name!r}", fix="use one of tpe, gp, cmaes, random, grid")
+
+
+def type_study_name(study: str, scene_type: str) -> str:
+    """``<study>/<scene_type>``: the Optuna study searching one scene type."""
+    return f"{study}/{scene_type}"
+
+
+def baseline_params() -> list[dict[str, float]]:
+    """SAM2's default (20, -10) and MASSeg's hand-found (7.5, -4.0), enqueued first in every study."""
+    return [{PARAM_SCALE: SAM2_DEFAULT[0], PARAM_BIAS: SAM2_DEFAULT[1]}, {PARAM_SCALE: MASSEG_BEST[0], PARAM_BIAS: MASSEG_BEST[1]}]
+
+
+def open_type_studies(opened: StudyStorage, study: str, scene_types: Iterable[str], mss: MssSection,
+                      sampler: str | None = None, seed: int | None = None) -> dict[str, optuna.Study]:
+    """Create or load ``<study>/<scene_type>`` for every type, seeded, with the two baselines enqueued once."""
+    sampler_name = sampler or mss.sampler
+    run_seed = mss.seed if seed is None else seed
+    distributions = search_distributions(mss)
+    studies = {}
+    for scene_type in scene_types:
+        type_study = optuna.create_study(
+            storage=opened.storage, study_name=type_study_name(study, scene_type), direction="maximize",
+            sampler=make_sampler(sampler_name, type_seed(run_seed, scene_type), mss), load_if_exists=True)
+        for params in baseline_params():
+            if all(distributions[name]._contains(distributions[name].to_internal_repr(value)) for name, value in params.items()):
+                type_study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
+        studies[scene_type] = type_study
+    return studies
+
+
+def record_heartbeat(opened: StudyStorage, trial_ids: Iterable[int]) -> None:
+    """Mark the trials as alive now."""
+    for trial_id in trial_ids:
+        if opened.native_heartbeat:
+            opened.storage.record_heartbeat(trial_id)
+            continue
+        try:
+            opened.storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # told meanwhile
+
+
+def start_heartbeat(opened: StudyStorage, trial_id: int) -> None:
+    """First heartbeat, right after ask. Marks the trial (system attribute) as heart-beating, so a trial still
+    RUNNING without the mark after the grace period is known to have died inside ``ask``: Optuna's RDB check skips
+    trials that never recorded a heartbeat, and they would otherwise stay RUNNING forever."""
+    if opened.native_heartbeat:
+        opened.storage.record_heartbeat(trial_id)  # before the mark: a marked trial always has a heartbeat row
+    opened.storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+
+def _fail_and_retry(opened: StudyStorage, type_study: optuna.Study, trial_id: int) -> bool:
+    """Fail a stale trial and enqueue its parameters once more; False if another process got there first."""
+    try:
+        if not opened.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # another process failed or finished it first
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(type_study, opened.storage.get_trial(trial_id))
+    return True
+
+
+def fail_stale_trials(opened: StudyStorage, type_study: optuna.Study) -> list[int]:
+    """Fail trials whose process stopped heart-beating and re-enqueue their parameters; returns their numbers."""
+    failed = []
+    if opened.native_heartbeat:
+        before = {t.number for t in type_study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        optuna.storages.fail_stale_trials(type_study)  # Optuna's check on its heartbeat table (database clock)
+        failed = sorted({t.number for t in type_study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
+    now = time.time()
+    for trial in type_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        marked = HEARTBEAT_ATTR in trial.system_attrs
+        if opened.native_heartbeat and marked:
+            continue  # covered by Optuna's check above
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        last = float(trial.system_attrs.get(HEARTBEAT_ATTR, started))
+        if now - last > opened.grace_period and _fail_and_retry(opened, type_study, trial._trial_id):
+            failed.append(trial.number)
+    return failed
+
+
+class HeartbeatThread:
+    """Records heartbeats for a set of trials every ``interval`` seconds while an engine pass runs."""
+
+    def __init__(self, opened: StudyStorage, trial_ids: list[int]):
+        self.opened = opened
+        self.trial_ids = list(trial_ids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="mss-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            record_heartbeat(self.opened, self.trial_ids)
+            if self._stop.wait(self.opened.heartbeat_interval):
+                return
+
+    def __enter__(self) -> "HeartbeatThread":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()

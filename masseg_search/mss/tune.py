@@ -1,0 +1,105 @@
+"""The tune-mss stage from Python: validation objects and their scene types, storage, engine passes, the search,
+the held-out estimate and the outputs. ``masseg-search tune-mss`` is a thin wrapper around :func:`tune_mss`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from masseg_search.best_configs import BestConfigs
+from masseg_search.config import ProjectConfig
+from masseg_search.data.layout import Dataset, open_dataset
+from masseg_search.errors import MassegError
+from masseg_search.mss.holdout import HoldoutResult, run_holdout, write_folds
+from masseg_search.mss.outputs import write_outputs
+from masseg_search.mss.search import PassScorer, SearchReport, StopRequest, run_batched_search
+from masseg_search.mss.studies import open_storage, open_type_studies
+
+
+@dataclass
+class TuneResult:
+    """Where the results went and what the run did."""
+
+    out_dir: Path
+    storage_url: str
+    best: BestConfigs
+    report: SearchReport
+    holdout: HoldoutResult | None
+
+
+def open_validation_split(config: ProjectConfig) -> Dataset:
+    """The dataset split tune-mss searches on: ``mss.split`` (a name or a list file), else ``data.val_split``."""
+    split = config.mss.split or config.data.val_split
+    root = Path(config.data.root)
+    if not root.is_dir():
+        raise MassegError("dataset root not found", root, "make it with `masseg-search data synth` or set data.root")
+    if Path(split).is_file():
+        return open_dataset(root, split_list=split)
+    return open_dataset(root, split=split)
+
+
+def validation_objects(dataset: Dataset, config: ProjectConfig, save_csv: Path | None = None) -> pd.DataFrame:
+    """``video, object_id, scene_type`` of every object of the validation videos (typed afresh each run, so a
+    changed ``scene_types`` section takes effect; the full table is saved beside the results)."""
+    from masseg_search.data.scene_types import save_scene_types, scene_type_table
+
+    table = scene_type_table(dataset, config.scene_types)
+    if save_csv is not None:
+        save_scene_types(table, save_csv)
+    return table[["video", "object_id", "scene_type"]].reset_index(drop=True)
+
+
+def engine_scorer(config: ProjectConfig, checkpoint: str | None, ray_address: str | None, progress: bool) -> PassScorer:
+    """The engine PassScorer: in this process, or on Ray actors when ``ray_address`` is given."""
+    from masseg_search.mss.passes import EnginePassWorker, LocalPassScorer, RayPassScorer
+
+    if ray_address:
+        return RayPassScorer(ray_address, config.model.config, checkpoint, config.data.root, config.mss.feature_cache_mb,
+                             progress=progress, max_rows=config.mss.engine_max_rows)
+    worker = EnginePassWorker(config.model.config, checkpoint, config.data.root, config.model.device,
+                              config.mss.feature_cache_mb, max_rows=config.mss.engine_max_rows)
+    return LocalPassScorer(worker, progress=progress)
+
+
+def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = None, batch: int | None = None,
+             storage: str | None = None, sampler: str | None = None, seed: int | None = None, cv: int | None = None,
+             ray_address: str | None = None, checkpoint: str | None = None, progress: bool = True,
+             scorer: PassScorer | None = None) -> TuneResult:
+    """Search (scale, bias) per scene type on the validation split; see the package docstring. Resumable."""
+    mss = config.mss
+    trials = trials or mss.trials
+    batch = batch or mss.batch
+    folds = mss.cv_folds if cv is None else cv
+    checkpoint = checkpoint or config.model.checkpoint
+    if checkpoint and not Path(checkpoint).is_file():
+        raise MassegError("checkpoint not found", checkpoint, "pass --checkpoint with an existing file (or null for random weights)")
+    out_dir = Path(mss.results_dir) / study
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = open_validation_split(config)
+    objects = validation_objects(dataset, config, out_dir / "scene_types.csv")
+    if objects.empty:
+        raise MassegError("the validation split has no objects", dataset.root, "check mss.split / data.val_split")
+    opened = open_storage(storage or mss.storage, study, mss.heartbeat_interval, mss.grace_period)
+    own_scorer = scorer is None
+    scorer = scorer or engine_scorer(config, checkpoint, ray_address, progress)
+    holdout = None
+    try:
+        with StopRequest() as stop:
+            studies = open_type_studies(opened, study, sorted(objects["scene_type"].unique()), mss, sampler=sampler, seed=seed)
+            report = run_batched_search(studies, opened, objects, scorer, trials, batch, space_mss=mss, progress=progress,
+                                        stop=stop)
+            if folds >= 2 and not report.stopped_early:
+                holdout = run_holdout(opened, study, objects, scorer, mss, folds, trials, batch, sampler=sampler,
+                                      seed=seed, progress=progress, stop=stop)
+                write_folds(out_dir / "folds.json", holdout.folds)
+                report.stopped_early = holdout.stopped_early
+                if holdout.stopped_early:
+                    holdout = None
+    finally:
+        if own_scorer and hasattr(scorer, "close"):
+            scorer.close()
+    best = write_outputs(out_dir, study, studies, objects, config, holdout, Path(mss.artifact_dir), checkpoint)
+    return TuneResult(out_dir, opened.url, best, report, holdout)
+

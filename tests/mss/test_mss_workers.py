@@ -1,0 +1,161 @@
+"""Resume after kill -9, and several worker processes on one study (journal file, PostgreSQL)."""
+from __future__ import annotations
+
+import ast
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from masseg_search.config import MssSection
+from masseg_search.mss.studies import open_storage, open_type_studies
+
+WORKER = Path(__file__).with_name("mss_search_worker.py")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TYPES = ["regular", "small"]
+
+
+def _worker(url: str, trials: int, batch: int, seconds: float, heartbeat: int = 1, grace: int = 2,
+            env: dict | None = None) -> subprocess.Popen:
+    environment = dict(os.environ, PYTHONPATH=f"{PROJECT_ROOT}{os.pathsep}{WORKER.parent}", **(env or {}))
+    return subprocess.Popen([sys.executable, str(WORKER), url, "val", str(trials), str(batch), str(seconds),
+                             str(heartbeat), str(grace)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment)
+
+
+def _studies(url: str, env: dict | None = None):
+    if env:
+        os.environ.update(env)
+    opened = open_storage(url, "val", heartbeat_interval=1, grace_period=2)
+    return open_type_studies(opened, "val", TYPES, MssSection(seed=0))
+
+
+def _finish(process: subprocess.Popen, timeout: float = 120) -> dict[str, list[int]]:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    told_line = [line for line in out.splitlines() if line.startswith("told ")][-1]
+    return ast.literal_eval(told_line[len("told "):])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_kill_9_mid_study_resumes_without_losing_or_redoing_trials(tmp_path, backend):
+    url = f"sqlite:///{tmp_path}/val.db" if backend == "sqlite" else f"journal:{tmp_path}/val.log"
+    process = _worker(url, trials=12, batch=3, seconds=1.5)
+    studies = None
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait for one finished pass and the next pass in flight
+        time.sleep(0.3)
+        if not list(tmp_path.glob("val.*")):
+            continue
+        studies = _studies(url)
+        states = [[t.state for t in s.trials] for s in studies.values()]
+        if all(st.count(TrialState.COMPLETE) >= 3 and TrialState.RUNNING in st for st in states):
+            break
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert studies is not None
+    before = {name: {t.number: (t.params, t.value, t.datetime_complete) for t in s.trials if t.state == TrialState.COMPLETE}
+              for name, s in studies.items()}
+    running = {name: {t.number for t in s.trials if t.state == TrialState.RUNNING} for name, s in studies.items()}
+    assert all(before.values()) and all(running.values())
+
+    told = _finish(_worker(url, trials=12, batch=3, seconds=0.0))
+    after = _studies(url)
+    for name, type_study in after.items():
+        trials = {t.number: t for t in type_study.trials}
+        for number, (params, value, finished) in before[name].items():  # nothing finished was lost or redone
+            assert trials[number].state == TrialState.COMPLETE
+            assert (trials[number].params, trials[number].value, trials[number].datetime_complete) == (params, value, finished)
+            assert number not in told[name]
+        for number in running[name]:  # the dead worker's in-flight trials were failed by heartbeat and retried
+            assert trials[number].state == TrialState.FAIL
+            retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == number]
+            assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+            # same parameters (a worker killed inside ask may have written only the first one)
+            assert {key: retried[0].params[key] for key in trials[number].params} == trials[number].params
+        assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == 12
+        assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def _check_workers(url: str, trials: int, batch: int, told_by: list[dict[str, list[int]]], env: dict | None = None):
+    for name, type_study in _studies(url, env).items():
+        complete = [t.number for t in type_study.trials if t.state == TrialState.COMPLETE]
+        # none lost, none left running (a baseline both workers enqueued at once runs once, its copy is failed)
+        assert not [t for t in type_study.trials if t.state != TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+        per_worker = [set(told.get(name, [])) for told in told_by]
+        assert all(per_worker), "every worker did part of the study"
+        assert set.intersection(*per_worker) == set()  # no trial told twice
+        assert set.union(*per_worker) == set(complete)
+        assert trials <= len(complete) <= trials + batch * (len(told_by) - 1)
+        baselines = [(t.params["scale"], t.params["bias"]) for t in type_study.trials if t.user_attrs.get("baseline")]
+        assert sorted(baselines) == [(7.5, -4.0), (20.0, -10.0)]  # enqueued once although both workers tried
+
+
+def test_two_workers_share_a_journal_file(tmp_path):
+    url = f"journal:{tmp_path}/val.log"
+    workers = [_worker(url, trials=12, batch=2, seconds=0.4) for _ in range(2)]
+    told_by = [_finish(worker) for worker in workers]
+    _check_workers(url, 12, 2, told_by)
+
+
+def _postgres_binaries() -> Path | None:
+    for candidate in [shutil.which("initdb"), *sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)]:
+        if candidate and Path(candidate).with_name("pg_ctl").exists():
+            return Path(candidate).resolve().parent
+    return None
+
+
+@pytest.fixture()
+def postgres_url():
+    """A throw-away PostgreSQL server on 127.0.0.1 with a password user; yields (url without password, env)."""
+    bin_dir = _postgres_binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install -y postgresql")
+    run_as: list[str] = []
+    owner = None
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run initdb as")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    base = Path(tempfile.mkdtemp(prefix="mss-pg-", dir="/tmp"))
+    (base / "pw").write_text("mss-secret\n")
+    if owner is not None:
+        os.chmod(base, 0o755)
+        for path in (base, base / "pw"):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = base / "data"
+    subprocess.run(run_as + [str(bin_dir / "initdb"), "-D", str(data), "-U", "mss", f"--pwfile={base / 'pw'}",
+                             "--auth=scram-sha-256"], check=True, capture_output=True)
+    subprocess.run(run_as + [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+                             f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    env = {"PGPASSWORD": "mss-secret"}
+    try:
+        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mss", "studies"],
+                       check=True, capture_output=True, env=dict(os.environ, **env))
+        yield f"postgresql://mss@127.0.0.1:{port}/studies", env
+    finally:
+        subprocess.run(run_as + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+        os.environ.pop("PGPASSWORD", None)
+
+
+def test_two_workers_share_postgresql(postgres_url):
+    url, env = postgres_url
+    workers = [_worker(url, trials=12, batch=2, seconds=0.4, env=env) for _ in range(2)]
+    told_by = [_finish(worker) for worker in workers]
+    _check_workers(url, 12, 2, told_by, env)
