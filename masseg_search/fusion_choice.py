@@ -1,0 +1,247 @@
+"""`ensemble --select-on val`: score each fusion candidate on validation predictions and write the chosen plan.
+
+Like nnU-Net's ``find_best_configuration``: every candidate is scored with the DAVIS J&F (per object, in memory,
+frames 1..T-2) and the plan records all of them next to the choice, so a test run applies a choice made on
+validation only. Candidates:
+
+- ``best-single``: the one stored configuration with the best J&F;
+- ``select``: each object takes its scene type's configuration from ``best_configs.yaml`` (needs it and scene
+  types);
+- ``mean-top<k>`` / ``logit-mean-top<k>``: the mean of probabilities / logits of the k best configurations;
+- ``vote-all``: majority vote of every stored configuration (with 3 or more).
+
+Choices inside a candidate (which config is best, which k are top) are made on training folds and scored on the
+held-out fold when a folds file exists (``{fold: [videos]}``, e.g. tune-mss's ``results/mss/<study>/folds.json``);
+without one, choice and score use the same videos and the record says ``held_out: false``. ``select`` is scored
+held out with tune-mss's per-fold choices when ``holdout_objects.csv`` sits beside the folds file and its
+configurations are stored; otherwise ``best_configs.yaml`` is taken as given (optimistic if it was tuned on these
+videos; the plan's notes say which). Ties go to the simpler candidate (the order above).
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from masseg_search import predictions as store
+from masseg_search.best_configs import load_best_configs
+from masseg_search.data import layout
+from masseg_search.ensemble import PER_TYPE_FOLDER, FusionPlan, FusionRule, RuleResolver, RuleSpec, fuse_video, load_scene_type_lookup, save_plan, video_masks
+from masseg_search.errors import MassegError
+
+HOLDOUT_OBJECTS = "holdout_objects.csv"  # tune-mss --cv: per fold, each held-out object's configuration chosen on the others
+
+
+@dataclass
+class _VideoJob:
+    predictions_root: Path
+    video: layout.Video
+    assignments: dict[str, dict[int, FusionRule]]  # candidate key -> rule per object
+
+
+def _score_video(job: _VideoJob) -> dict[str, dict[int, float]]:
+    """Per candidate key: object id -> J&F mean on one video (GT of every frame read once)."""
+    from masseg_search.evaluation.davis import FrameScorer, first_frame_object_ids
+
+    video = job.video
+    names = video.frame_names
+    gt = []
+    for name in names:
+        path = video.annotation_path(name)
+        if not path.is_file():
+            raise MassegError("ground truth missing for a frame", path, "select on a split with full annotations (a held-out train split)")
+        gt.append(layout.read_mask(path))
+    if len(gt) < 3:
+        raise MassegError(f"video {video.name} has {len(gt)} frames; J&F needs at least 3", video.image_dir, "leave it out of the validation list")
+    height, width = gt[0].shape
+    object_ids = first_frame_object_ids(gt[0])
+    cache: dict[str, store.VideoPrediction] = {}
+    scores = {}
+    for key, rules in job.assignments.items():
+        fused = fuse_video(job.predictions_root, video.name, rules, cache)
+        scorer = FrameScorer(height, width, object_ids)
+        for index, (_, mask) in enumerate(video_masks(fused, video, height, width)):
+            if 0 < index < len(names) - 1:
+                scorer.add(gt[index], mask)
+        scores[key] = scorer.result(video.name, names[1:-1]).object_j_and_f_means()
+    return scores
+
+
+def _run_jobs(jobs: list[_VideoJob], workers: int, progress: bool, description: str) -> dict[str, dict[str, dict[int, float]]]:
+    """video -> candidate key -> object -> J&F, over a process pool."""
+    from tqdm import tqdm
+
+    results = {}
+    bar = tqdm(total=len(jobs), desc=description, unit="video", disable=not progress)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for job, scores in zip(jobs, pool.map(_score_video, jobs)):
+                results[job.video.name] = scores
+                bar.update()
+    else:
+        for job in jobs:
+            results[job.video.name] = _score_video(job)
+            bar.update()
+    bar.close()
+    return results
+
+
+def load_folds(path: str | Path, videos: list[str]) -> dict[str, list[str]]:
+    """``{fold: [videos]}`` restricted to ``videos``; folds left empty are dropped."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MassegError(f"cannot read folds ({exc})", path, 'write {"0": [videos...], "1": [...]}') from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise MassegError("folds must map a fold name to a list of videos", path, 'write {"0": [videos...], "1": [...]}')
+    wanted = set(videos)
+    folds = {str(fold): [str(v) for v in members if str(v) in wanted] for fold, members in data.items()}
+    return {fold: members for fold, members in folds.items() if members}
+
+
+def _mean_jf(table: dict[str, dict[str, dict[int, float]]], key_of_video: Any, videos: list[str]) -> float:
+    """Mean J&F over every object of ``videos``; ``key_of_video(video)`` names the candidate key scored there."""
+    values = [jf for video in videos for jf in table[video][key_of_video(video)].values()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _rank_configs(table: dict, configs: list[str], videos: list[str]) -> list[str]:
+    """Configs by mean single-config J&F over ``videos``, best first (ties: list order)."""
+    means = [_mean_jf(table, lambda _v, c=config: f"single:{c}", videos) for config in configs]
+    order = sorted(range(len(configs)), key=lambda i: (-means[i], i))
+    return [configs[i] for i in order]
+
+
+def _fold_select_rules(path: Path, fold_map: dict[str, list[str]], object_ids: dict[str, list[int]], available: list[str],
+                       per_type_stored: bool) -> dict[str, dict[int, FusionRule]] | None:
+    """Per held-out video, each object's configuration as tune-mss chose it on the other folds (its
+    ``holdout_objects.csv``: fold, video, object_id, chosen_scale, chosen_bias); None when that file is absent or
+    does not cover every scored object with a stored configuration."""
+    import pandas as pd
+
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"video": str})
+    if not {"video", "object_id", "chosen_scale", "chosen_bias"} <= set(table.columns):
+        return None
+    chosen = {(str(r.video), int(r.object_id)): store.config_id(r.chosen_scale, r.chosen_bias) for r in table.itertuples()}
+    rules: dict[str, dict[int, FusionRule]] = {}
+    for members in fold_map.values():
+        for video in members:
+            configs = {i: chosen.get((video, i)) for i in object_ids[video]}
+            if any(c is None or (c not in available and not per_type_stored) for c in configs.values()):
+                return None
+            rules[video] = {i: FusionRule("single", (c,)) for i, c in configs.items()}
+    return rules
+
+
+def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan: str | Path, split_list: str | Path | None = None,
+                  scene_types: str | Path | None = None, best_configs: str | Path | None = None, folds: str | Path | None = None,
+                  top_k: int = 3, workers: int = 1, videos: list[str] | None = None, progress: bool = True) -> FusionPlan:
+    """Score every candidate on validation predictions (held-out folds when given), write and return the chosen plan."""
+    predictions_root, data_root = Path(predictions_root), Path(data_root)
+    dataset = layout.open_dataset(data_root, split_list=split_list)
+    names = list(videos) if videos is not None else dataset.video_names
+    if not names:
+        raise MassegError("no validation videos", data_root, "pass a split list with videos")
+    available = store.list_config_ids(predictions_root)
+    complete = [c for c in available if all(store.is_complete(predictions_root / c / v) for v in names)]
+    if not complete:
+        raise MassegError("no stored configuration covers every validation video", predictions_root,
+                          "run (or resume) `masseg-search infer` on the validation split")
+    top_k = max(1, min(top_k, len(complete)))
+    lookup = load_scene_type_lookup(scene_types) if scene_types else None
+    best = load_best_configs(best_configs) if best_configs else None
+    object_ids = {v: store.load_video_prediction(predictions_root / complete[0] / v, object_ids=[]).object_ids for v in names}
+
+    def uniform(rule: FusionRule) -> dict[str, dict[int, FusionRule]]:
+        return {v: {i: rule for i in object_ids[v]} for v in names}
+
+    fixed: dict[str, dict[str, dict[int, FusionRule]]] = {f"single:{c}": uniform(FusionRule("single", (c,))) for c in complete}
+    notes: list[str] = []
+    if folds is not None:
+        fold_map = load_folds(folds, names)
+        if not fold_map:
+            raise MassegError("no fold holds a validation video", folds, "pass the folds file of the same split")
+        held_out = True
+        left_out = sorted(set(names) - {v for members in fold_map.values() for v in members})
+        if left_out:
+            notes.append(f"{len(left_out)} videos are in no fold and are not scored")
+    else:
+        fold_map, held_out = {"all": list(names)}, False
+    if best is not None and lookup is not None:
+        per_type_stored = (predictions_root / PER_TYPE_FOLDER).is_dir()
+        fold_choices = _fold_select_rules(Path(folds).parent / HOLDOUT_OBJECTS, fold_map, object_ids, available, per_type_stored) \
+            if held_out else None
+        if fold_choices is not None:
+            fixed["select"] = fold_choices
+            notes.append(f"select scored with tune-mss's per-fold choices ({HOLDOUT_OBJECTS}): held out")
+        else:
+            select_plan = FusionPlan(RuleSpec("select"), best_configs=str(best_configs))
+            resolver = RuleResolver(select_plan, available, lookup, best, per_type_stored=per_type_stored)
+            fixed["select"] = {v: resolver.rules_for_video(v, object_ids[v]) for v in names}
+            notes.append("select scored with best_configs.yaml as given: optimistic if it was tuned on these videos")
+    else:
+        notes.append("select not scored: pass --best-configs and --scene-types")
+    if len(complete) >= 3:
+        fixed["vote-all"] = uniform(FusionRule("vote", tuple(complete)))
+    else:
+        notes.append(f"vote-all not scored: needs 3 or more configurations, found {len(complete)}")
+    stage_one = [_VideoJob(predictions_root, dataset.video(v), {key: per_video[v] for key, per_video in fixed.items() if v in per_video})
+                 for v in names]
+    table = _run_jobs(stage_one, workers, progress, "select-on: single configs")
+
+    def training(fold: str) -> list[str]:
+        if not held_out:
+            return fold_map[fold]
+        return [v for other, members in fold_map.items() if other != fold for v in members] or fold_map[fold]
+
+    ranking = {fold: _rank_configs(table, complete, training(fold)) for fold in fold_map}
+    combos: dict[str, dict[str, FusionRule]] = {}  # video -> combo key -> rule
+    for fold, members in fold_map.items():
+        chosen = tuple(ranking[fold][:top_k])
+        for method in ("mean", "logit-mean"):
+            for video in members:
+                combos.setdefault(video, {})[f"{method}:{','.join(chosen)}"] = FusionRule(method, chosen)
+    stage_two = [_VideoJob(predictions_root, dataset.video(v), {k: {i: r for i in object_ids[v]} for k, r in rules.items()})
+                 for v, rules in combos.items()]
+    for video, scores in _run_jobs(stage_two, workers, progress, "select-on: fused candidates").items():
+        table[video].update(scores)
+
+    candidates: list[dict[str, Any]] = []
+
+    def add(name: str, key_for_fold: Any, rule: RuleSpec) -> None:
+        per_fold = {fold: _mean_jf(table, lambda _v, f=fold: key_for_fold(f), members) for fold, members in fold_map.items()}
+        scored = [v for members in fold_map.values() for v in members]
+        pooled = [jf for fold, members in fold_map.items() for v in members for jf in table[v][key_for_fold(fold)].values()]
+        candidates.append({"name": name, "jf": float(np.mean(pooled)), "per_fold": per_fold, "videos": len(scored), "objects": len(pooled),
+                           "rule": rule.to_dict()})
+
+    overall_rank = _rank_configs(table, complete, names)
+    add("best-single", lambda fold: f"single:{ranking[fold][0]}", RuleSpec("single", (overall_rank[0],)))
+    if "select" in fixed:
+        add("select", lambda fold: "select", RuleSpec("select"))
+    top = tuple(overall_rank[:top_k])
+    add(f"mean-top{top_k}", lambda fold: f"mean:{','.join(ranking[fold][:top_k])}", RuleSpec("mean", top))
+    add(f"logit-mean-top{top_k}", lambda fold: f"logit-mean:{','.join(ranking[fold][:top_k])}", RuleSpec("logit-mean", top))
+    if "vote-all" in fixed:
+        add("vote-all", lambda fold: "vote-all", RuleSpec("vote", tuple(complete)))
+
+    winner = max(range(len(candidates)), key=lambda i: (candidates[i]["jf"], -i))
+    chosen = candidates[winner]
+    singles = {c: _mean_jf(table, lambda _v, c=c: f"single:{c}", names) for c in complete}
+    plan = FusionPlan(RuleSpec(chosen["rule"]["method"], tuple(chosen["rule"]["configs"]), None),
+                      best_configs=str(best_configs) if chosen["name"] == "select" else None)
+    plan.selection = {
+        "chosen": chosen["name"], "jf": chosen["jf"], "metric": "J&F mean over objects (DAVIS, frames 1..T-2)",
+        "held_out": held_out, "folds": {fold: len(members) for fold, members in fold_map.items()},
+        "predictions": str(predictions_root), "data": str(data_root), "top_k": top_k,
+        "candidates": candidates, "single_configs": singles, "notes": notes,
+    }
+    save_plan(out_plan, plan)
+    return plan
