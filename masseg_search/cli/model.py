@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--model-config", required=True, help="tiny64 | tiny128 | tiny256 | a sam2 config name | a yaml path")
     check.add_argument("--checkpoint", required=True, help="official {'model': ...} or training checkpoint")
     check.set_defaults(func=run_check)
+    export = actions.add_parser("export", help="strip a training checkpoint to official {'model': ...} weights")
+    export.add_argument("--checkpoint", required=True, help="a checkpoint written by train / train-sweep")
+    export.add_argument("--out", required=True, help="weights-only checkpoint to write")
+    export.add_argument("--model-config", help="check the weights fit this config before writing")
+    export.set_defaults(func=run_export)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -41,4 +46,13 @@ def run_check(args: argparse.Namespace) -> int:
     model = build_model(args.model_config, args.checkpoint, device="cpu")
     count = sum(p.numel() for p in model.parameters())
     print(f"{args.checkpoint} fits {resolve_model_config(args.model_config)} ({count:,} parameters, image size {model.image_size})")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write the weights-only checkpoint."""
+    from masseg_search.model.build import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.out, args.model_config)
+    print(f"wrote the model weights of {args.checkpoint} to {path}")
     return 0

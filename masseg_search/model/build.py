@@ -282,3 +282,19 @@ def build_plain_predictor(model_config: str | Path, checkpoint: str | Path | Non
     with hydra_config_dir(path.parent):
         return build_sam2_video_predictor(path.name, str(checkpoint) if checkpoint else None, device=device,
                                           apply_postprocessing=postprocess, hydra_overrides_extra=[NON_OVERLAP_OVERRIDE])
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, model_config: str | Path | None = None) -> Path:
+    """Strip a training checkpoint to the official ``{"model": state_dict}`` format (no optimizer state).
+
+    With ``model_config`` the weights are first loaded into that config, so a mismatch is caught before writing.
+    """
+    import torch
+
+    if model_config is not None:
+        build_model(model_config, checkpoint, device="cpu")  # raises on weights that do not fit
+    buffer = io.BytesIO()
+    torch.save({"model": load_state_dict_file(checkpoint)}, buffer)
+    out = Path(out)
+    atomic_write_bytes(out, buffer.getvalue())
+    return out

@@ -1,0 +1,244 @@
+"""`masseg-search demo`: the whole pipeline on the bundled synthetic dataset with a tiny SAM2, on a laptop CPU.
+
+Stages (each one the same function its own command calls, so the demo is also their end-to-end test):
+
+1. ``data synth``: a deterministic synthetic MOSE-like dataset (train / val / test lists).
+2. ``train-sweep``: Ray Tune fine-tunes the bundled tiny base checkpoint (it plays the part of SAM2's official
+   checkpoint; ``configs/checkpoints/README.md`` records the command and seed that made it) over loss weights and
+   augmentation probabilities, ASHA stopping the weak trials.
+3. ``tune-mss --study val``: one Optuna study per scene type on the validation split, with the held-out estimate.
+4. ``infer`` on val and test with SAM2's 20/-10, MASSeg's 7.5/-4 and the tuned per-type configurations (one engine
+   pass each), ``ensemble --select-on val`` chooses the fusion, ``ensemble`` applies it to test and checks the zip.
+5. ``evaluate`` every row against the synthetic test ground truth, with a bootstrap interval over videos.
+
+Everything lands under ``--out`` (default ``results/demo``) and is resumed on a rerun.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from masseg_search import PROJECT_ROOT
+from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
+from masseg_search.config import ProjectConfig, load_config
+from masseg_search.data.layout import atomic_write_bytes, find_split_list, open_dataset
+from masseg_search.errors import MassegError
+from masseg_search.predictions import config_id
+
+log = logging.getLogger(__name__)
+
+TABLE_FILE = "demo_table.csv"
+
+
+@dataclass
+class DemoRow:
+    """One line of the final table: a model + mask-scaling setting, scored on the test split."""
+
+    name: str
+    detail: str
+    jf: float
+    j: float
+    f: float
+    ci_low: float
+    ci_high: float
+
+
+def demo_config(out: Path, quick: bool, config: str | Path | None = None) -> ProjectConfig:
+    """The demo's config (``configs/demo.yaml`` unless given) with every output redirected under ``out``.
+
+    ``quick`` shrinks the budgets (fewer videos, iterations, trials, folds) so the whole demo fits in ~3 minutes.
+    """
+    overrides: dict[str, Any] = {
+        "data.root": str(out / "data"),
+        "train_sweep.storage": str(out / "sweeps"),
+        "mss.results_dir": str(out / "mss"),
+        "mss.storage": f"sqlite:///{out / 'studies' / 'val.db'}",
+        "mss.artifact_dir": str(out / "studies" / "artifacts"),
+    }
+    base = load_config(config)
+    checkpoint = base.model.checkpoint
+    if checkpoint and not Path(checkpoint).is_file() and (PROJECT_ROOT / checkpoint).is_file():
+        overrides["model.checkpoint"] = str(PROJECT_ROOT / checkpoint)  # the bundled base, from any working folder
+    if quick:
+        overrides.update(base_quick_overrides(base))
+    return load_config(config, overrides)
+
+
+def base_quick_overrides(base: ProjectConfig) -> dict[str, Any]:
+    """Budgets of ``--quick``: the same stages, smaller."""
+    return {
+        "data.synth.videos": min(base.data.synth.videos, 24),
+        "train.epochs": min(base.train.epochs, 2),
+        "train.iterations_per_epoch": min(base.train.iterations_per_epoch, 8),
+        "train_sweep.samples": 4,
+        "mss.trials": min(base.mss.trials, 8),
+        "mss.batch": min(base.mss.batch, 4),
+        "mss.cv_folds": 2,
+        "mss.bootstrap": 200,
+    }
+
+
+def _scores_row(name: str, detail: str, result: Any, samples: int, seed: int) -> DemoRow:
+    """A table row from an EvaluationResult: global J&F, J, F and a bootstrap interval over videos."""
+    from masseg_search.mss.holdout import bootstrap_ci
+
+    per_object = result.per_object
+    jf = (per_object["J-Mean"] + per_object["F-Mean"]) / 2
+    low, high = bootstrap_ci(jf, per_object["video"].astype(str), samples, seed)
+    row = result.global_table.iloc[0]
+    return DemoRow(name, detail, float(row["J&F-Mean"]), float(row["J-Mean"]), float(row["F-Mean"]), low, high)
+
+
+def _evaluate(gt_root: Path, split_list: Path, masks_root: Path, out_dir: Path) -> Any:
+    from masseg_search.evaluation.evaluate import evaluate_predictions
+
+    result = evaluate_predictions(gt_root, masks_root, split_list=split_list, workers=1, progress=False)
+    result.write(out_dir)
+    return result
+
+
+def copy_first_frame(dataset_root: Path, split_list: Path, out: Path) -> Path:
+    """The trivial baseline: every frame gets the first frame's mask (what a tracker that never moves scores)."""
+    from masseg_search.data.layout import write_mask
+
+    dataset = open_dataset(dataset_root, split_list=split_list)
+    for video in dataset.videos():
+        start, first = video.first_annotation()
+        for index, name in enumerate(video.frame_names):
+            path = out / video.name / f"{name}.png"
+            if not path.is_file():
+                write_mask(path, first if index >= start else np.zeros_like(first))
+    return out
+
+
+def _step(title: str) -> float:
+    print(f"\n=== {title}", flush=True)
+    return time.perf_counter()
+
+
+def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str | Path | None = None,
+             progress: bool = True) -> pd.DataFrame:
+    """Run the whole pipeline; return (and write ``out/demo_table.csv``) the table of test J&F per setting."""
+    from masseg_search.data.synth import generate_dataset
+    from masseg_search.ensemble import run_ensemble
+    from masseg_search.finetune.sweep import run_sweep
+    from masseg_search.fusion_choice import select_fusion
+    from masseg_search.infer import run_inference, write_masks
+    from masseg_search.model.build import init_checkpoint
+    from masseg_search.mss.tune import tune_mss
+
+    started = time.perf_counter()
+    out = Path(out).resolve()
+    cfg = demo_config(out, quick, config)
+    synth = cfg.data.synth
+    if synth is None:
+        raise MassegError("the demo needs data.synth in its config", cfg.source, "keep the data.synth block of configs/demo.yaml")
+    data_root = Path(cfg.data.root)
+    seed = synth.seed
+
+    _step(f"1/5 synthetic data: {synth.videos} videos of {synth.frames} frames at {synth.height}x{synth.width}")
+    generate_dataset(data_root, videos=synth.videos, seed=seed, height=synth.height, width=synth.width,
+                     frames=synth.frames, splits=synth.splits)
+    val_list = find_split_list(data_root, cfg.data.val_split)
+    test_list = find_split_list(data_root, cfg.data.test_split)
+
+    sweep_name = cfg.train_sweep.name
+    _step(f"2/5 train-sweep {sweep_name!r}: {cfg.train_sweep.samples} trials x {cfg.train.epochs} epochs x "
+          f"{cfg.train.iterations_per_epoch} iterations (Ray Tune, ASHA)")
+    from ray import tune
+
+    experiment = Path(cfg.train_sweep.storage) / sweep_name
+    resume = tune.Tuner.can_restore(str(experiment))
+    sweep = run_sweep(cfg, name=sweep_name, resume=resume)
+    if sweep.best_checkpoint is None:
+        raise MassegError("the sweep finished without a checkpoint", sweep.experiment_dir, "see the trial logs there")
+    tuned_checkpoint = str(sweep.best_checkpoint)
+    print(f"best trial: val J&F {sweep.best_val_jf:.4f}, checkpoint {tuned_checkpoint}")
+
+    _step(f"3/5 tune-mss --study val: {cfg.mss.trials} trials per scene type, batches of {cfg.mss.batch}, "
+          f"{cfg.mss.cv_folds}-fold held-out estimate")
+    tuned = tune_mss(cfg, study="val", checkpoint=tuned_checkpoint, progress=progress)
+    best_configs_path = tuned.out_dir / "best_configs.yaml"
+    best = load_best_configs(best_configs_path)
+    for scene_type, (scale, bias) in sorted(best.types.items()):
+        print(f"  {scene_type:<10} scale {scale:7.3f}  bias {bias:8.3f}")
+
+    _step("4/5 infer (val + test), choose the fusion on val, ensemble test into a checked submission")
+    pairs = sorted({SAM2_DEFAULT, MASSEG_BEST, *best.types.values()})
+    scene_types_dir = out / "scene_types"
+    scene_csv = {split: _scene_types_csv(cfg, data_root, lst, scene_types_dir / f"{split}.csv")
+                 for split, lst in (("val", val_list), ("test", test_list))}
+    predictions = out / "predictions"
+    for split, lst in (("val", val_list), ("test", test_list)):
+        run_inference(cfg.model.config, tuned_checkpoint, data_root, predictions / split, pairs, split_list=lst,
+                      per_type=best_configs_path, scene_types=scene_csv[split], device=cfg.model.device, progress=progress)
+    plan_path = out / "plans" / "val.yaml"
+    plan = select_fusion(predictions / "val", data_root, plan_path, split_list=val_list, scene_types=scene_csv["val"],
+                         best_configs=best_configs_path, folds=tuned.out_dir / "folds.json"
+                         if (tuned.out_dir / "folds.json").is_file() else None, top_k=cfg.ensemble.top_k,
+                         progress=progress)
+    submission = run_ensemble(predictions / "test", plan, data_root, out / "submissions" / "demo", split_list=test_list,
+                              scene_types=scene_csv["test"], best_configs=best_configs_path, progress=progress)
+    print(f"submission: {submission.zip_path}")
+
+    _step("5/5 evaluate every setting on the test split")
+    test_dataset = open_dataset(data_root, split_list=test_list)
+    masks = out / "masks" / "test"
+    evaluations = out / "evaluations"
+    untrained = out / "checkpoints" / "untrained.pt"
+    if not untrained.is_file():
+        init_checkpoint(cfg.model.config, untrained, seed=seed)
+    baseline_runs = [("untrained", "random init", str(untrained))]
+    if cfg.model.checkpoint:
+        baseline_runs.append(("base", "bundled base checkpoint, before fine-tuning", cfg.model.checkpoint))
+    for name, _, checkpoint in baseline_runs:
+        run_inference(cfg.model.config, checkpoint, data_root, out / "predictions" / f"test_{name}", [SAM2_DEFAULT],
+                      split_list=test_list, device=cfg.model.device, progress=progress)
+    samples = cfg.mss.bootstrap or 1000
+    rows = []
+    copy_root = copy_first_frame(data_root, test_list, masks / "copy_first_frame")
+    rows.append(_scores_row("copy first frame", "first-frame mask repeated",
+                            _evaluate(data_root, test_list, copy_root, evaluations / "copy_first_frame"), samples, seed))
+    sam2_id, masseg_id = config_id(*SAM2_DEFAULT), config_id(*MASSEG_BEST)
+    for name, detail, _ in baseline_runs:
+        pred_root = out / "predictions" / f"test_{name}"
+        masks_root = write_masks(pred_root, sam2_id, masks / name, test_dataset) / "Annotations"
+        rows.append(_scores_row(name, f"{detail}, 20/-10", _evaluate(data_root, test_list, masks_root, evaluations / name),
+                                samples, seed))
+    for name, folder, detail in (("fine-tuned, SAM2 20/-10", sam2_id, "best sweep trial"),
+                                 ("fine-tuned, MASSeg 7.5/-4", masseg_id, "best sweep trial"),
+                                 ("fine-tuned, tuned per type", "per_type", "best_configs.yaml per scene type")):
+        masks_root = write_masks(predictions / "test", folder, masks / "finetuned", test_dataset) / "Annotations"
+        rows.append(_scores_row(name, detail, _evaluate(data_root, test_list, masks_root, evaluations / folder), samples, seed))
+    rows.append(_scores_row("ensemble", plan_path.name, _evaluate(data_root, test_list, submission.out_dir,
+                                                                  evaluations / "ensemble"), samples, seed))
+    table = pd.DataFrame([row.__dict__ for row in rows])
+    atomic_write_bytes(out / TABLE_FILE, table.to_csv(index=False).encode())
+    print_table(table, len(test_dataset), time.perf_counter() - started, out, cfg)
+    return table
+
+
+def _scene_types_csv(cfg: ProjectConfig, data_root: Path, split_list: Path, path: Path) -> Path:
+    """Scene types of one split's objects (first frames only), written once."""
+    from masseg_search.data.scene_types import save_scene_types, scene_type_table
+
+    if not path.is_file():
+        save_scene_types(scene_type_table(open_dataset(data_root, split_list=split_list), cfg.scene_types), path)
+    return path
+
+
+def print_table(table: pd.DataFrame, videos: int, seconds: float, out: Path, cfg: ProjectConfig) -> None:
+    """The closing table and the commands that open the dashboard and the report."""
+    print(f"\nTest split: {videos} synthetic videos, J&F with a 95% bootstrap interval over videos")
+    print(f"{'setting':<30} {'J&F':>7} {'95% CI':>17} {'J':>7} {'F':>7}")
+    for row in table.itertuples():
+        print(f"{row.name:<30} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] {row.j:7.4f} {row.f:7.4f}")
+    print(f"\ndemo finished in {seconds / 60:.1f} min; everything is under {out}")
+    print(f"Optuna dashboard: .venv/bin/optuna-dashboard {cfg.mss.storage} --artifact-dir {cfg.mss.artifact_dir}")
+    print(f"HTML report:      .venv/bin/masseg-search report {out} --data {cfg.data.root}")
