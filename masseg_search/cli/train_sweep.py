@@ -1,0 +1,43 @@
+"""`masseg-search train-sweep`: a Ray Tune sweep of fine-tuning runs (ASHA on validation J&F), resumable."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train-sweep` command."""
+    parser = subparsers.add_parser(
+        "train-sweep",
+        help="sweep fine-tuning settings with Ray Tune (ASHA, checkpoints, restore)",
+        description="Run one fine-tuning trial per sampled point of the config's train_sweep.space (loss weights, "
+        "augmentation probabilities, lr; dotted train keys) under Ray Tune with ASHA on validation J&F. Writes "
+        "<storage>/<name>/ (default results/sweeps/<name>/): Ray's trials and checkpoints, results.csv and "
+        "results.parquet (parameters, epochs run, best val J&F, checkpoint per trial) and best_checkpoint.txt, "
+        "kept current during the run. Ctrl-C stops it; --resume finishes it without rerunning finished trials.",
+    )
+    parser.add_argument("--config", help="project config: a yaml path or a name under configs/ (default: demo)")
+    parser.add_argument("--name", help="sweep name (default: train_sweep.name)")
+    parser.add_argument("--samples", type=int, help="number of trials (default: train_sweep.samples)")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; > 1 runs each trial data-parallel")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (per worker when data-parallel)")
+    parser.add_argument("--resume", action="store_true", help="restore the interrupted sweep of this name")
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep and print where its table and best checkpoint are."""
+    from masseg_search.config import load_config
+    from masseg_search.finetune.clips import ensure_training_data
+    from masseg_search.finetune.sweep import run_sweep
+
+    config = load_config(args.config)
+    ensure_training_data(config)
+    result = run_sweep(config, name=args.name, samples=args.samples, gpus_per_trial=args.gpus_per_trial,
+                       cpus_per_trial=args.cpus_per_trial, resume=args.resume, address=args.address)
+    print(f"{result.trials} trials; results table: {result.table_csv} (and {result.table_parquet.name})")
+    if result.best_checkpoint is not None:
+        print(f"best checkpoint: {result.best_checkpoint} (val J&F {result.best_val_jf:.4f})")
+    else:
+        print("no trial reported a validation score")
+    return 0

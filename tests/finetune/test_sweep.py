@@ -1,0 +1,191 @@
+"""The Ray Tune sweep on a local 2-CPU Ray with the tiny model: ASHA, failure retries, kill + resume, the results
+table, the GPU check, shared storage for clusters, and data-parallel trials (slow)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from masseg_search.config import config_from_dict
+from masseg_search.errors import MassegError
+from masseg_search.finetune import sweep as sweep_module
+from masseg_search.finetune.sweep import run_sweep
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray (2 CPUs) for the module: starting Ray is the slow part."""
+    import ray
+
+    if ray.is_initialized():  # another module's session: share it
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def sweep_values(dataset: Path, checkpoint: Path, storage: Path, space: dict, **sweep: object) -> dict:
+    return {
+        "model": {"config": "tiny64", "checkpoint": str(checkpoint), "device": "cpu"},
+        "data": {"root": str(dataset), "synth": None},
+        "train": {"epochs": 2, "iterations_per_epoch": 4, "num_frames": 4, "max_objects": 3, "warmup_iterations": 1,
+                  "val_videos": 2, "lr": 3e-4},
+        "train_sweep": {"name": "test", "samples": 1, "storage": str(storage), "space": space, "max_concurrent": 1,
+                        "asha": {"grace_period": 1, "reduction_factor": 2}, **sweep},
+    }
+
+
+def test_asha_stops_a_trial_that_cannot_learn(ray_session, tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    from masseg_search.model.build import build_model
+
+    # lr 1e-9 leaves the random model as it is (it predicts nothing here: J&F 0); lr 3e-4 runs first and learns
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"lr": {"choices": [3e-4, 1e-9], "grid": True}})
+    result = run_sweep(config_from_dict(values), name="asha")
+    table = pd.read_csv(result.table_csv).set_index("lr")
+    assert result.trials == 2 and set(table["status"]) == {"TERMINATED"}
+    assert table.loc[3e-4, "epochs_run"] == 2 and not table.loc[3e-4, "stopped_early"]
+    assert table.loc[1e-9, "epochs_run"] == 1 and table.loc[1e-9, "stopped_early"]
+    assert table.loc[1e-9, "best_val_jf"] < table.loc[3e-4, "best_val_jf"]
+    parquet = pd.read_parquet(result.table_parquet)
+    assert len(parquet) == 2 and list(parquet.columns) == list(pd.read_csv(result.table_csv).columns)
+    # the best checkpoint is a sam2-format file the engine loads
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert (result.experiment_dir / "best_checkpoint.txt").read_text().strip() == str(result.best_checkpoint)
+    assert result.best_val_jf == pytest.approx(table["best_val_jf"].max())
+    build_model("tiny64", result.best_checkpoint, device="cpu")
+
+
+def failing_once(params: dict, base_config: dict) -> None:
+    """First attempt: one epoch (a checkpoint), then the trial raises; each attempt logs what it restored from."""
+    from ray import tune
+
+    log_file = Path(base_config["train_sweep"]["storage"]) / "attempts.json"
+    attempts = json.loads(log_file.read_text()) if log_file.is_file() else []
+    attempts.append({"restored": tune.get_checkpoint() is not None})
+    log_file.write_text(json.dumps(attempts))
+    if len(attempts) == 1:
+        first = json.loads(json.dumps(base_config))
+        first["train"]["epochs"] = 1
+        sweep_module.run_trial(params, first)
+        raise RuntimeError("trial dies after its first epoch")
+    sweep_module.run_trial(params, base_config)
+
+
+def test_a_trial_that_raises_is_retried_from_its_checkpoint(ray_session, tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"choices": [1.0]}}, max_failures=1)
+    result = run_sweep(config_from_dict(values), name="retry", trainable=failing_once)
+    attempts = json.loads((tmp_path / "attempts.json").read_text())
+    assert [attempt["restored"] for attempt in attempts] == [False, True]
+    row = pd.read_csv(result.table_csv).iloc[0]
+    assert row["status"] == "TERMINATED" and row["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_no_retry_budget_leaves_the_trial_errored(ray_session, tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"choices": [1.0]}}, max_failures=0)
+    result = run_sweep(config_from_dict(values), name="noretry", trainable=failing_once)
+    assert len(json.loads((tmp_path / "attempts.json").read_text())) == 1
+    assert pd.read_csv(result.table_csv).iloc[0]["status"] == "ERROR"
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_redoing_finished_trials(ray_session, tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"low": 0.5, "high": 2.0}}, samples=3,
+                          asha={"grace_period": 2, "reduction_factor": 2})
+    config_path = tmp_path / "sweep.yaml"
+    config_path.write_text(yaml.safe_dump(values))
+    table_path = tmp_path / "killed" / "results.csv"
+    command = [sys.executable, "-m", "masseg_search", "train-sweep", "--config", str(config_path), "--name", "killed"]
+    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # wait until one trial has finished, then interrupt (Ctrl-C)
+            if table_path.is_file() and (pd.read_csv(table_path)["status"] == "TERMINATED").any():
+                break
+            assert process.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished in time")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) is not None
+    finally:
+        if process.poll() is None:
+            process.kill()
+    before = pd.read_csv(table_path).set_index("trial_id")
+    finished = before.index[before["status"] == "TERMINATED"].tolist()
+    assert 1 <= len(finished) < 3
+    epochs_before = {t: len(pd.read_csv(next((tmp_path / "killed").glob(f"*{t}*/progress.csv")))) for t in finished}
+
+    with pytest.raises(MassegError, match="--resume"):
+        run_sweep(config_from_dict(values), name="killed")
+    result = run_sweep(config_from_dict(values), name="killed", resume=True)
+    after = pd.read_csv(result.table_csv).set_index("trial_id")
+    assert len(after) == 3 and set(after["status"]) == {"TERMINATED"} and (after["epochs_run"] == 2).all()
+    for trial_id in finished:  # not run again: same rows in its progress log
+        assert len(pd.read_csv(next((tmp_path / "killed").glob(f"*{trial_id}*/progress.csv")))) == epochs_before[trial_id]
+
+
+def test_a_gpu_trial_on_a_cluster_without_gpus_fails_before_scheduling(ray_session, tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"choices": [1.0]}}, gpus_per_trial=1)
+    with pytest.raises(MassegError, match="GPU"):
+        run_sweep(config_from_dict(values), name="gpu")
+    assert not (tmp_path / "gpu").exists()
+
+
+def test_a_remote_cluster_needs_shared_storage(tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"choices": [1.0]}})
+    values["train_sweep"]["storage"] = "results/sweeps"
+    with pytest.raises(MassegError, match="shared storage"):
+        run_sweep(config_from_dict(values), address="ray://head.example:10001")
+
+
+def test_space_keys_must_be_train_settings() -> None:
+    from masseg_search.config import SearchDimension
+
+    with pytest.raises(MassegError, match="loss.dise"):
+        sweep_module.search_space({"loss.dise": SearchDimension(low=0.1, high=1.0)})
+    with pytest.raises(MassegError, match="whole section"):
+        sweep_module.search_space({"loss": SearchDimension(low=0.1, high=1.0)})
+
+
+@pytest.mark.slow
+def test_data_parallel_trial_with_two_cpu_workers_on_gloo(ray_session, tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"choices": [1.0]}},
+                          workers_per_trial=2, cpus_per_trial=0.5)
+    result = run_sweep(config_from_dict(values), name="ddp")
+    row = pd.read_csv(result.table_csv).iloc[0]
+    assert row["status"] == "TERMINATED" and row["epochs_run"] == 2
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert (result.experiment_dir / "train_runs") in result.best_checkpoint.parents  # stored by Ray Train's rank 0
+
+
+def test_optuna_searcher_writes_to_the_project_optuna_storage(tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"low": 0.5, "high": 2.0, "log": True}},
+                          searcher="optuna", optuna_storage=storage)
+    config = config_from_dict(values)
+    searcher = sweep_module._searcher(config, "opt")
+    searcher.set_search_properties("val_jf", "max", sweep_module.search_space(config.train_sweep.space))
+    suggestion = searcher.suggest("trial-1")
+    assert 0.5 <= suggestion["loss.dice"] <= 2.0
+    assert "train-sweep-opt" in optuna.get_all_study_names(storage)
