@@ -170,7 +170,9 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
         print(f"  {scene_type:<10} scale {scale:7.3f}  bias {bias:8.3f}")
 
     _step("4/5 infer (val + test), choose the fusion on val, ensemble test into a checked submission")
-    pairs = sorted({SAM2_DEFAULT, MASSEG_BEST, *best.types.values()})
+    # every configuration a candidate fusion can name: the baselines, the final per-type choices, and the per-fold
+    # choices of the held-out estimate (so --select-on scores per-type select held out, not in-sample)
+    pairs = sorted({SAM2_DEFAULT, MASSEG_BEST, *best.types.values(), *heldout_configs(tuned.out_dir)})
     scene_types_dir = out / "scene_types"
     scene_csv = {split: _scene_types_csv(cfg, data_root, lst, scene_types_dir / f"{split}.csv")
                  for split, lst in (("val", val_list), ("test", test_list))}
@@ -222,6 +224,15 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     atomic_write_bytes(out / TABLE_FILE, table.to_csv(index=False).encode())
     print_table(table, len(test_dataset), time.perf_counter() - started, out, cfg)
     return table
+
+
+def heldout_configs(mss_dir: Path) -> set[tuple[float, float]]:
+    """The (scale, bias) tune-mss chose on each fold's training videos (``holdout_objects.csv``; empty without --cv)."""
+    path = mss_dir / "holdout_objects.csv"
+    if not path.is_file():
+        return set()
+    table = pd.read_csv(path)
+    return {(float(scale), float(bias)) for scale, bias in zip(table["chosen_scale"], table["chosen_bias"])}
 
 
 def _scene_types_csv(cfg: ProjectConfig, data_root: Path, split_list: Path, path: Path) -> Path:

@@ -117,8 +117,8 @@ def _rank_configs(table: dict, configs: list[str], videos: list[str]) -> list[st
     return [configs[i] for i in order]
 
 
-def _fold_select_rules(path: Path, fold_map: dict[str, list[str]], object_ids: dict[str, list[int]], available: list[str],
-                       per_type_stored: bool) -> dict[str, dict[int, FusionRule]] | None:
+def _fold_select_rules(path: Path, fold_map: dict[str, list[str]], object_ids: dict[str, list[int]],
+                       available: list[str]) -> dict[str, dict[int, FusionRule]] | None:
     """Per held-out video, each object's configuration as tune-mss chose it on the other folds (its
     ``holdout_objects.csv``: fold, video, object_id, chosen_scale, chosen_bias); None when that file is absent or
     does not cover every scored object with a stored configuration."""
@@ -134,7 +134,8 @@ def _fold_select_rules(path: Path, fold_map: dict[str, list[str]], object_ids: d
     for members in fold_map.values():
         for video in members:
             configs = {i: chosen.get((video, i)) for i in object_ids[video]}
-            if any(c is None or (c not in available and not per_type_stored) for c in configs.values()):
+            # per_type/ holds the final choice, not the per-fold ones: each fold's config must be stored itself
+            if any(c is None or c not in available for c in configs.values()):
                 return None
             rules[video] = {i: FusionRule("single", (c,)) for i, c in configs.items()}
     return rules
@@ -176,7 +177,7 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
         fold_map, held_out = {"all": list(names)}, False
     if best is not None and lookup is not None:
         per_type_stored = (predictions_root / PER_TYPE_FOLDER).is_dir()
-        fold_choices = _fold_select_rules(Path(folds).parent / HOLDOUT_OBJECTS, fold_map, object_ids, available, per_type_stored) \
+        fold_choices = _fold_select_rules(Path(folds).parent / HOLDOUT_OBJECTS, fold_map, object_ids, available) \
             if held_out else None
         if fold_choices is not None:
             fixed["select"] = fold_choices

@@ -124,3 +124,27 @@ def test_select_is_scored_with_tune_mss_per_fold_choices_when_they_exist(tiny_da
                          best_configs=mss / "best_configs.yaml", folds=mss / "folds.json", progress=False)
     assert any("per-fold choices" in note for note in plan.selection["notes"])
     assert plan.selection["chosen"] == "select" and plan.selection["held_out"] is True
+
+
+def test_per_fold_choices_that_were_not_inferred_fall_back_with_a_note(tiny_dataset: Path, videos: list[str],
+                                                                       split_list: Path, tmp_path: Path) -> None:
+    """A fold's choice missing from the store (only per_type/ holds the final choice) is not looked up in per_type/:
+    select is then scored from best_configs.yaml and the plan says that score is optimistic."""
+    good = lambda g, i, v: clean_logits(g)  # noqa: E731
+    stored = write_store(tmp_path / "val", tiny_dataset, videos, {"s20_b-10": good, "s7.5_b-4": good})
+    (stored / "per_type").mkdir()  # infer --per-type ran: the final choice is stored, the fold choices are not
+    mss = tmp_path / "mss"
+    mss.mkdir()
+    (mss / "folds.json").write_text(json.dumps({"0": videos[::2], "1": videos[1::2]}))
+    rows, types = ["fold,video,object_id,chosen_scale,chosen_bias"], ["video,object_id,scene_type"]
+    for index, video in enumerate(videos):
+        ids = np.unique(layout.read_mask(layout.open_dataset(tiny_dataset).video(video).annotation_paths()[0]))
+        for i in (i for i in ids if i not in (0, 255)):
+            rows.append(f"{index % 2},{video},{i},26.1,-0.235")  # never inferred
+            types.append(f"{video},{i},regular")
+    (mss / "holdout_objects.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "types.csv").write_text("\n".join(types) + "\n")
+    (mss / "best_configs.yaml").write_text("default: {scale: 20, bias: -10}\ntypes: {}\n")
+    plan = select_fusion(stored, tiny_dataset, tmp_path / "plan.yaml", split_list=split_list, scene_types=tmp_path / "types.csv",
+                         best_configs=mss / "best_configs.yaml", folds=mss / "folds.json", progress=False)
+    assert any("optimistic" in note for note in plan.selection["notes"])
