@@ -88,13 +88,10 @@ def load_scene_type_table(scene_types: pd.DataFrame | str | Path) -> pd.DataFram
     """A scene-type table (columns ``video, object_id, scene_type``, others ignored) from a DataFrame or CSV."""
     source = None
     if not isinstance(scene_types, pd.DataFrame):
+        from masseg_search.data.scene_types import load_scene_types
+
         source = Path(scene_types)
-        if not source.is_file():
-            raise MassegError("scene-type table not found", source, "create it with `masseg-search data scene-types`")
-        try:
-            scene_types = pd.read_csv(source, dtype={"video": str, "scene_type": str})
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise MassegError(f"cannot read the scene-type CSV ({exc})", source, "regenerate it with `masseg-search data scene-types`") from None
+        scene_types = load_scene_types(source)
     missing = [column for column in SCENE_TYPE_COLUMNS if column not in scene_types.columns]
     if missing:
         raise MassegError(f"scene-type table lacks column(s) {missing}", source, "it needs the columns video, object_id, scene_type")
