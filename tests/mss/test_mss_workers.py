@@ -97,8 +97,12 @@ def _check_workers(url: str, trials: int, batch: int, told_by: list[dict[str, li
         assert set.intersection(*per_worker) == set()  # no trial told twice
         assert set.union(*per_worker) == set(complete)
         assert trials <= len(complete) <= trials + batch * (len(told_by) - 1)
-        baselines = [(t.params["scale"], t.params["bias"]) for t in type_study.trials if t.user_attrs.get("baseline")]
-        assert sorted(baselines) == [(7.5, -4.0), (20.0, -10.0)]  # enqueued once although both workers tried
+        baselines = [(t.params["scale"], t.params["bias"]) for t in type_study.trials
+                     if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE]
+        assert sorted(baselines) == [(7.5, -4.0), (20.0, -10.0)]  # run once although both workers may enqueue them
+        copies = [t for t in type_study.trials if "duplicate_of" in t.user_attrs]
+        assert all(t.state == TrialState.FAIL and type_study.trials[t.user_attrs["duplicate_of"]].user_attrs.get("baseline")
+                   for t in copies)
 
 
 def test_two_workers_share_a_journal_file(tmp_path):

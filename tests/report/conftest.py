@@ -92,7 +92,7 @@ def build_results_dir(root: Path, dataset_root: Path) -> Path:
     trials = pd.DataFrame(rows)
     objects = pd.DataFrame({"video": [f"v{i // 2}" for i in range(12)], "object_id": [1 + i % 2 for i in range(12)],
                             "scene_type": ["regular"] * 8 + ["small"] * 4})
-    held = objects.assign(fold=[i % 2 for i in range(12)], chosen_scale=12.0, chosen_bias=-6.0,
+    held = objects.assign(fold=[i % 2 for i in range(12)], chosen_scale=12.0, chosen_bias=-6.0, chosen_from="search",
                           jf_chosen=rng.uniform(0.5, 0.7, 12), jf_sam2_default=rng.uniform(0.45, 0.65, 12),
                           jf_masseg=rng.uniform(0.45, 0.65, 12))
     holdout = HoldoutResult([["v0", "v2", "v4"], ["v1", "v3", "v5"]], held, summarize(held, 200, 0))
@@ -131,8 +131,8 @@ def build_results_dir(root: Path, dataset_root: Path) -> Path:
         pred_root = write_shifted_prediction(dataset_root, root / "predictions" / name, shift)
         evaluation = results / "evaluations" / name
         evaluate_predictions(dataset_root, pred_root, split_list=dataset_root / "val.txt", progress=False).write(evaluation)
-        if name != "unrecorded":
-            (evaluation / "evaluation.json").write_text(json.dumps({"gt_root": str(dataset_root), "pred_root": str(pred_root)}))
+        if name == "unrecorded":  # as written by an evaluator before evaluation.json existed
+            (evaluation / "evaluation.json").unlink()
     return results
 
 
