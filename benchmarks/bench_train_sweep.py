@@ -52,6 +52,9 @@ def main() -> None:
     start = time.perf_counter()
     sweep = run_sweep(config, name=f"overhead_{time.time_ns()}")
     sweep_wall = time.perf_counter() - start
+    import ray
+
+    ray.shutdown()  # stop the local cluster before the interpreter exits (its workers abort noisily otherwise)
 
     result = {
         "iterations": iterations,
