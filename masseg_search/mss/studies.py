@@ -17,6 +17,7 @@ the heartbeat mark and is failed once its start is older than the grace period.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Iterable
 
 import numpy as np
 import optuna
+from filelock import FileLock
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
@@ -121,6 +123,12 @@ def _sqlite_write_ahead_log(storage: RDBStorage) -> None:
     storage.engine.dispose()  # connections opened before the listener reconnect with the pragmas
 
 
+def _schema_creation_race(exc: BaseException) -> bool:
+    """True for the errors a database raises when two clients create Optuna's tables at the same moment."""
+    message = str(exc)
+    return any(text in message for text in ("already exists", "UNIQUE constraint failed", "duplicate key value"))
+
+
 def open_storage(url: str | None, study: str, heartbeat_interval: int = 10, grace_period: int | None = None) -> StudyStorage:
     """Open the storage named by ``url`` (None = the SQLite default), with heartbeats enabled."""
     url = url or default_storage_url(study)
@@ -138,20 +146,25 @@ def open_storage(url: str | None, study: str, heartbeat_interval: int = 10, grac
         return StudyStorage(storage, str(journal), heartbeat_interval, grace)
     _reject_password(url)
     url = _postgres_driver(url)
-    engine_kwargs = {}
+    engine_kwargs: dict = {}
+    creation_lock: contextlib.AbstractContextManager = contextlib.nullcontext()
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(url[len("sqlite:///"):])
+        database.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    for attempt in range(3):
+        # two processes creating the schema at once collide on alembic_version: one creates, the other opens
+        creation_lock = FileLock(str(database) + ".create.lock", timeout=120)
+    for attempt in range(5):
         try:
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                 grace_period=grace, heartbeat_stale_trial_callback=callback)
+            with creation_lock:
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                     grace_period=grace, heartbeat_stale_trial_callback=callback)
             if url.startswith("sqlite:///"):
                 _sqlite_write_ahead_log(storage)
             return StudyStorage(storage, url, heartbeat_interval, grace)
         except Exception as exc:  # sqlalchemy's OperationalError / ImportError for a missing driver
-            if "already exists" in str(exc) and attempt < 2:
-                time.sleep(1.0)  # another worker created the tables at the same moment: open them
+            if _schema_creation_race(exc) and attempt < 4:
+                time.sleep(1.0)  # another worker (another machine) created the tables at the same moment: open them
                 continue
             raise MassegError(f"cannot open storage {url!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})",
                               fix="check the URL, that the server runs, and PGPASSWORD for PostgreSQL") from None

@@ -163,3 +163,23 @@ def test_two_workers_share_postgresql(postgres_url):
     workers = [_worker(url, trials=12, batch=2, seconds=0.4, env=env) for _ in range(2)]
     told_by = [_finish(worker) for worker in workers]
     _check_workers(url, 12, 2, told_by, env)
+
+
+_OPEN_AT = """
+import sys, time
+from masseg_search.mss.studies import open_storage
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+open_storage(sys.argv[1], "val").storage.get_all_studies()
+"""
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_succeed(tmp_path):
+    """Schema creation is serialised: racing processes once failed on alembic_version's UNIQUE constraint."""
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path}/race{round_}.db"
+        start = time.time() + 4.0  # every process imported and waiting before the same instant
+        processes = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, str(start)], stderr=subprocess.PIPE, text=True)
+                     for _ in range(6)]
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+        assert [process.returncode for process in processes] == [0] * 6, errors
