@@ -1,7 +1,7 @@
 """Benchmark tune-mss: trials per hour of the batched search against a naive loop, in one run.
 
     .venv/bin/python benchmarks/bench_tune_mss.py [--model tiny128] [--videos 16] [--frames 12] [--batch 8]
-                                                  [--trials 16] [--naive-trials 3] [--threads 1] [--out DIR]
+                                                  [--trials 32] [--naive-trials 6] [--threads 0] [--out DIR]
 
 Makes (once) a synthetic dataset and a tiny random checkpoint whose object-score head is biased to "present" (so
 masks are non-empty and the search has real work to score), types the validation objects with the demo config,
@@ -13,7 +13,8 @@ then times on the same validation videos and the same scene-type studies:
   ``reference_predict_video``, as sam2's ``tools/vos_inference.py``) of the videos holding that study's objects,
   then evaluate; ``--naive-trials`` trials per study through Optuna's ``study.optimize``;
 
-and prints trials per hour of each and the ratio (target >= 4x at K = 8). Both use ``--threads`` torch threads.
+and prints trials per hour of each and the ratio (target >= 4x at K = 8). Both use ``--threads`` torch threads;
+the default (0) keeps torch's default, all cores, which is what ``tune-mss`` itself runs with.
 A trial is one (study, configuration) scored; both paths use TPE with the same seeds and in-memory storages.
 """
 from __future__ import annotations
@@ -122,16 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", type=int, default=128, help="frame height and width")
     parser.add_argument("--batch", type=int, default=8, help="K, trials per study per pass")
-    parser.add_argument("--trials", type=int, default=16, help="batched trials per study")
-    parser.add_argument("--naive-trials", type=int, default=3, help="naive trials per study")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--trials", type=int, default=32, help="batched trials per study")
+    parser.add_argument("--naive-trials", type=int, default=6, help="naive trials per study")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for both paths (0 = torch's default, all cores, as tune-mss runs)")
     parser.add_argument("--max-rows", type=int, default=None, help="engine rows per step (default all)")
     parser.add_argument("--out", default="results/bench/tune_mss")
     args = parser.parse_args(argv)
 
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     objects = scene_type_table(dataset, config.scene_types)[["video", "object_id", "scene_type"]]
     print(f"validation: {len(dataset)} videos, {len(objects)} objects, types {objects.scene_type.value_counts().to_dict()}")
 
-    worker = EnginePassWorker(args.model, str(checkpoint), str(data), "cpu", mss.feature_cache_mb, args.threads,
+    worker = EnginePassWorker(args.model, str(checkpoint), str(data), "cpu", mss.feature_cache_mb, threads,
                               max_rows=args.max_rows)
     predictor = build_plain_predictor(args.model, str(checkpoint), device="cpu")
     batched_seconds, batched_trials = run_batched(worker, objects, mss, args.trials, args.batch)
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     batched_rate = batched_trials / batched_seconds * 3600
     naive_rate = naive_trials / naive_seconds * 3600
     result = {"model": args.model, "max_rows": args.max_rows, "videos": len(dataset), "objects": len(objects), "frames": args.frames,
-              "size": args.size, "threads": args.threads, "batch": args.batch, "cpu_count": os.cpu_count(),
+              "size": args.size, "threads": threads, "batch": args.batch, "cpu_count": os.cpu_count(),
               "batched": {"trials": batched_trials, "seconds": round(batched_seconds, 2), "trials_per_hour": round(batched_rate)},
               "naive": {"trials": naive_trials, "seconds": round(naive_seconds, 2), "trials_per_hour": round(naive_rate)},
               "speedup": round(batched_rate / naive_rate, 2), "feature_cache": worker.cache_stats()}
