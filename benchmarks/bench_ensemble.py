@@ -11,7 +11,8 @@ and stored low-res logits (the store of masseg_search/predictions.py, 2-4 moving
   PNGs) for every video, per method;
 - ``writing only``: the same final masks (decoded beforehand, not timed) encoded and written again, the lower bound
   (timed right after each video's fusion, so both see the same load on a shared machine);
-- a breakdown (load / fuse / render / encode+write) on the first videos, the submission check and the zip.
+- a breakdown on the first videos, done as ensemble does it: load (map the stored logits), fuse (scan them for
+  each object's boxes), render (fuse the boxes, upsample, merge), encode+write; the submission check and the zip.
 
 Prints frames/s and the ratio fusion+writing / writing-only (target <= 1.5). ``--compressed-store`` writes the
 logits with np.savez_compressed (the store's format before it went uncompressed) to show what inflating costs.
@@ -36,9 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from masseg_search import predictions as store  # noqa: E402
 from masseg_search.data import layout  # noqa: E402
-from masseg_search.ensemble import (  # noqa: E402
-    RuleResolver, _write_one_video, fuse_video, plan_from_dict, video_masks,
-)
+from masseg_search.ensemble import RuleResolver, fuse_video, plan_from_dict, video_masks  # noqa: E402
+from masseg_search.ensemble.write import _write_one_video  # noqa: E402
 from masseg_search.submission import check_submission, write_submission_zip  # noqa: E402
 
 CONFIGS = ["s20_b-10", "s7.5_b-4", "s10_b-5", "s30_b-15", "s4_b-2"]
@@ -111,14 +111,14 @@ def breakdown(predictions: Path, dataset: layout.Dataset, jobs: list, videos: in
         start = time.perf_counter()
         cache = {}
         for config in {c for rule in rules.values() for c in rule.configs}:
-            cache[config] = store.load_video_prediction(predictions / config / video.name)
+            cache[config] = store.load_video_prediction(predictions / config / video.name, mmap=True)  # as fuse_video
         loaded = time.perf_counter()
         fused = fuse_video(predictions, video.name, rules, cache)
         fused_at = time.perf_counter()
         timings["load"] += loaded - start
         timings["fuse"] += fused_at - loaded
         height, width = layout.image_size(video.frame_paths[0])
-        masks = video_masks(fused, video, height, width)
+        masks = video_masks(fused, video, height, width, set(), reuse=True, given_as_file=True)  # as _write_one_video
         while True:
             start = time.perf_counter()
             try:
@@ -126,7 +126,8 @@ def breakdown(predictions: Path, dataset: layout.Dataset, jobs: list, videos: in
             except StopIteration:
                 break
             rendered = time.perf_counter()
-            (scratch / video.name / f"{name}.png").write_bytes(layout.encode_mask_png(mask))
+            data = video.annotation_path(name).read_bytes() if mask is None else layout.encode_mask_png(mask)
+            (scratch / video.name / f"{name}.png").write_bytes(data)
             timings["render"] += rendered - start
             timings["encode+write"] += time.perf_counter() - rendered
             timings["frames"] += 1

@@ -21,6 +21,7 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -132,6 +133,34 @@ def is_complete(video_dir: Path) -> bool:
     return all(object_file(video_dir, object_id).is_file() for object_id in meta["object_ids"])
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_npy_headers: dict[bytes, tuple[tuple[int, ...], bool, np.dtype]] = {}  # raw .npy header -> parsed (a store has few shapes)
+
+
+def _npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype] | None:
+    """(shape, fortran_order, dtype) of the .npy member at the handle's position, which is left at its data;
+    None for a format version other than 1.0 / 2.0 (the handle is then left anywhere).
+
+    numpy parses the header; the result is cached by the header's bytes, as parsing it (``ast``) costs more
+    than mapping the array.
+    """
+    prefix = handle.read(8)
+    if len(prefix) != 8 or prefix[:6] != _NPY_MAGIC or prefix[6:] not in (b"\x01\x00", b"\x02\x00"):
+        return None
+    size_bytes = handle.read(2 if prefix[6] == 1 else 4)
+    header = handle.read(int.from_bytes(size_bytes, "little")) if len(size_bytes) in (2, 4) else b""
+    key = prefix + size_bytes + header
+    parsed = _npy_headers.get(key)
+    if parsed is None:
+        source = io.BytesIO(key)
+        version = np.lib.format.read_magic(source)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        parsed = read_header(source)  # raises on a malformed header, as np.load does
+        if len(_npy_headers) < 256:
+            _npy_headers[key] = parsed
+    return parsed
+
+
 def read_npz(path: Path, mmap: bool = False) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, as ``np.load`` gives them.
 
@@ -140,31 +169,31 @@ def read_npz(path: Path, mmap: bool = False) -> dict[str, np.ndarray]:
     ``mmap=True`` maps uncompressed members read-only instead of reading them (memory stays in the page cache;
     a long video's logits need not fit in the process).
     """
-    with zipfile.ZipFile(path) as archive:
-        members = archive.infolist()
-    if any(member.compress_type != zipfile.ZIP_STORED for member in members):
-        with np.load(path) as arrays:
-            return {name: arrays[name] for name in arrays.files}
-    arrays = {}
     with open(path, "rb") as handle:
+        with zipfile.ZipFile(handle) as archive:
+            members = archive.infolist()
+        if any(member.compress_type != zipfile.ZIP_STORED for member in members):
+            with np.load(path) as arrays:
+                return {name: arrays[name] for name in arrays.files}
+        arrays = {}
         for member in members:
             handle.seek(member.header_offset)
             local_header = handle.read(30)
             if len(local_header) != 30 or local_header[:4] != b"PK\x03\x04":
                 raise ValueError(f"bad zip member header for {member.filename}")
             name_length, extra_length = struct.unpack("<HH", local_header[26:30])
-            handle.seek(member.header_offset + 30 + name_length + extra_length)
+            start = member.header_offset + 30 + name_length + extra_length
             name = member.filename.removesuffix(".npy")
             if mmap:
-                version = np.lib.format.read_magic(handle)
-                if version in ((1, 0), (2, 0)):
-                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape, fortran_order, dtype = read_header(handle)
-                    if not dtype.hasobject:
-                        arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=handle.tell(), shape=shape,
-                                                 order="F" if fortran_order else "C")
-                        continue
-                handle.seek(member.header_offset + 30 + name_length + extra_length)
+                handle.seek(start)
+                parsed = _npy_header(handle)
+                if parsed is not None and not parsed[2].hasobject:
+                    shape, fortran_order, dtype = parsed
+                    # the open handle, not the path: np.memmap would resolve the path (a stat per folder)
+                    arrays[name] = np.memmap(handle, dtype=dtype, mode="r", offset=handle.tell(), shape=shape,
+                                             order="F" if fortran_order else "C")
+                    continue
+            handle.seek(start)
             arrays[name] = np.lib.format.read_array(handle, allow_pickle=False)
     return arrays
 

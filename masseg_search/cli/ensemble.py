@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     selection = parser.add_mutually_exclusive_group()
     selection.add_argument("--split-list", help="list file of the videos (default: every video, or --select-on's split)")
     selection.add_argument("--split", help="split name looked up as DATA/<split>.txt")
-    parser.add_argument("--plan", help="fusion plan YAML (see masseg_search/ensemble.py); default: the config's ensemble section")
+    parser.add_argument("--plan", help="fusion plan YAML (see masseg_search/ensemble/__init__.py); default: the config's ensemble section")
     parser.add_argument("--config", help="project config whose `ensemble` section gives the default method, configs, top_k, workers")
     parser.add_argument("--out", help="submission folder to write (results/submissions/<name>); the zip is <name>.zip beside it")
     parser.add_argument("--no-zip", action="store_true", help="write and check the folder, but no zip")

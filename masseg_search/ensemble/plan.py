@@ -1,0 +1,205 @@
+"""Fusion plans (YAML) and the rule each object gets from them (see :mod:`masseg_search.ensemble`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from masseg_search import predictions as store
+from masseg_search.best_configs import BestConfigs
+from masseg_search.data import layout
+from masseg_search.errors import MassegError
+
+METHODS = ("select", "single", "mean", "logit-mean", "vote")
+PER_TYPE_FOLDER = "per_type"  # infer --per-type: each object under its own scene type's configuration
+
+
+# ----------------------------------------------------------------------------------------------- plan file
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A rule as written in a plan: ``select`` or a method over configs (empty = every stored config)."""
+
+    method: str
+    configs: tuple[str, ...] = ()
+    weights: tuple[float, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form."""
+        data: dict[str, Any] = {"method": self.method, "configs": list(self.configs)}
+        if self.weights is not None:
+            data["weights"] = [float(w) for w in self.weights]
+        return data
+
+
+@dataclass(frozen=True)
+class FusionRule:
+    """A resolved rule for one object: ``single``/``mean``/``logit-mean``/``vote`` over named configs."""
+
+    method: str
+    configs: tuple[str, ...]
+    weights: tuple[float, ...] | None = None
+
+
+@dataclass
+class FusionPlan:
+    """Which rule each object gets: per object, else per scene type, else ``default``."""
+
+    default: RuleSpec
+    per_type: dict[str, RuleSpec] = field(default_factory=dict)
+    per_object: dict[str, RuleSpec] = field(default_factory=dict)
+    best_configs: str | None = None
+    scene_types: str | None = None
+    selection: dict[str, Any] | None = None
+
+    def uses_select(self) -> bool:
+        """True when some rule needs best_configs.yaml and scene types."""
+        rules = [self.default, *self.per_type.values(), *self.per_object.values()]
+        return any(rule.method == "select" for rule in rules)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form (see the module docstring)."""
+        data = self.default.to_dict()
+        data.update({"best_configs": self.best_configs, "scene_types": self.scene_types,
+                     "per_type": {k: v.to_dict() for k, v in self.per_type.items()},
+                     "per_object": {k: v.to_dict() for k, v in self.per_object.items()}})
+        if self.selection is not None:
+            data["selection"] = self.selection
+        return data
+
+
+def _rule_spec(entry: Any, where: str, source: str) -> RuleSpec:
+    if not isinstance(entry, dict):
+        raise MassegError(f"{where} must be a mapping with 'method'", source, "write e.g. {method: mean, configs: [s20_b-10]}")
+    unknown = set(entry) - {"method", "configs", "weights"}
+    if unknown:
+        raise MassegError(f"{where} has unknown keys {sorted(unknown)}", source, "use only method, configs, weights")
+    method = entry.get("method")
+    if method not in METHODS:
+        raise MassegError(f"{where}.method is {method!r}", source, f"use one of {', '.join(METHODS)}")
+    configs = entry.get("configs") or []
+    if isinstance(configs, str) or not isinstance(configs, list):
+        raise MassegError(f"{where}.configs must be a list of config ids", source, "write e.g. configs: [s20_b-10, s7.5_b-4]")
+    for config in configs:
+        store.parse_config_id(str(config))
+    weights = entry.get("weights")
+    if weights is not None:
+        try:
+            weights = tuple(float(w) for w in weights)
+        except (TypeError, ValueError):
+            raise MassegError(f"{where}.weights must be numbers", source, "write e.g. weights: [0.5, 0.5]") from None
+        if not configs or len(weights) != len(configs):
+            raise MassegError(f"{where}.weights needs one weight per listed config", source, "list configs and give as many weights")
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise MassegError(f"{where}.weights must be >= 0 with a positive sum", source, "fix the weights")
+    if method in ("select", "single") and weights is not None:
+        raise MassegError(f"{where}: weights make no sense for {method}", source, "remove weights")
+    if method == "single" and len(configs) != 1:
+        raise MassegError(f"{where}: single needs exactly one config", source, "write configs: [<one config id>]")
+    return RuleSpec(method, tuple(str(c) for c in configs), weights)
+
+
+def plan_from_dict(data: Any, source: str = "<plan>") -> FusionPlan:
+    """Validate a plan mapping (the YAML form)."""
+    if not isinstance(data, dict):
+        raise MassegError("a plan must be a YAML mapping", source, "start from the example in masseg_search/ensemble/__init__.py")
+    known = {"method", "configs", "weights", "best_configs", "scene_types", "per_type", "per_object", "selection"}
+    unknown = set(data) - known
+    if unknown:
+        raise MassegError(f"unknown plan keys {sorted(unknown)}", source, f"use only {', '.join(sorted(known))}")
+    default = _rule_spec({k: data[k] for k in ("method", "configs", "weights") if k in data}, "plan", source)
+    per_type = {str(k): _rule_spec(v, f"per_type.{k}", source) for k, v in (data.get("per_type") or {}).items()}
+    per_object = {}
+    for key, value in (data.get("per_object") or {}).items():
+        video, _, object_id = str(key).rpartition("/")
+        if not video or not object_id.isdigit():
+            raise MassegError(f"per_object key {key!r} is not '<video>/<object id>'", source, 'write e.g. "0a1b2c3d/2"')
+        per_object[f"{video}/{int(object_id)}"] = _rule_spec(value, f"per_object.{key}", source)
+    return FusionPlan(default, per_type, per_object, data.get("best_configs"), data.get("scene_types"), data.get("selection"))
+
+
+def load_plan(path: str | Path) -> FusionPlan:
+    """Read a plan YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MassegError("plan file not found", path, "write one (see masseg_search/ensemble/__init__.py) or make it with --select-on val")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise MassegError(f"not valid YAML ({exc})", path, "fix the YAML syntax") from None
+    return plan_from_dict(data, str(path))
+
+
+def save_plan(path: str | Path, plan: FusionPlan) -> None:
+    """Write a plan YAML file atomically."""
+    layout.atomic_write_bytes(Path(path), yaml.safe_dump(plan.to_dict(), sort_keys=False).encode())
+
+
+# ------------------------------------------------------------------------------------------- rule resolution
+
+
+def load_scene_type_lookup(path: str | Path) -> dict[tuple[str, int], str]:
+    """(video, object_id) -> scene type from a scene-types CSV (columns video, object_id, scene_type)."""
+    from masseg_search.data.scene_types import load_scene_types
+
+    table = load_scene_types(path)
+    return {(str(v), int(o)): str(t) for v, o, t in zip(table["video"], table["object_id"], table["scene_type"])}
+
+
+class RuleResolver:
+    """Turns a plan into a concrete :class:`FusionRule` per object of a video."""
+
+    def __init__(self, plan: FusionPlan, available_configs: list[str],
+                 scene_types: dict[tuple[str, int], str] | None = None, best: BestConfigs | None = None,
+                 per_type_stored: bool = False):
+        self.plan, self.available, self.scene_types, self.best = plan, list(available_configs), scene_types, best
+        self.per_type_stored = per_type_stored
+        if not self.available and not (per_type_stored and plan.uses_select()):
+            raise MassegError("no stored configurations found", None, "point --predictions at results/predictions/<split> written by infer")
+        if plan.uses_select() and best is None:
+            raise MassegError("the plan uses 'select' but no best_configs.yaml is given", None, "pass --best-configs or set best_configs in the plan")
+        if (plan.uses_select() or plan.per_type) and scene_types is None:
+            raise MassegError("the plan needs scene types (select or per_type)", None, "pass --scene-types CSV for this split")
+
+    def scene_type(self, video: str, object_id: int) -> str:
+        """The object's scene type (a clear error when the CSV does not list it)."""
+        try:
+            return self.scene_types[(video, object_id)]  # type: ignore[index]
+        except (KeyError, TypeError):
+            raise MassegError(f"object {video}/{object_id} has no scene type", self.plan.scene_types,
+                              "make the scene types CSV for the same split as the predictions") from None
+
+    def spec_for(self, video: str, object_id: int) -> RuleSpec:
+        """Per object, else per scene type, else the default."""
+        key = f"{video}/{object_id}"
+        if key in self.plan.per_object:
+            return self.plan.per_object[key]
+        if self.plan.per_type:
+            scene_type = self.scene_type(video, object_id)
+            if scene_type in self.plan.per_type:
+                return self.plan.per_type[scene_type]
+        return self.plan.default
+
+    def rule_for(self, video: str, object_id: int) -> FusionRule:
+        """The resolved rule of one object."""
+        spec = self.spec_for(video, object_id)
+        if spec.method == "select":
+            scale, bias = self.best.for_type(self.scene_type(video, object_id))  # type: ignore[union-attr]
+            configs: tuple[str, ...] = (store.config_id(scale, bias),)
+            method = "single"
+        else:
+            configs, method = spec.configs or tuple(self.available), spec.method
+        missing = [c for c in configs if c not in self.available]
+        if missing and not (spec.method == "select" and self.per_type_stored):  # per_type/ is checked when loaded
+            raise MassegError(f"configs {missing} (object {video}/{object_id}) are not in the predictions", None,
+                              f"run `masseg-search infer` with them, or use the stored ones: {', '.join(self.available)}")
+        return FusionRule(method, tuple(configs), spec.weights)
+
+    def rules_for_video(self, video: str, object_ids: list[int]) -> dict[int, FusionRule]:
+        """Every object's rule."""
+        return {int(i): self.rule_for(video, int(i)) for i in object_ids}
+
+
