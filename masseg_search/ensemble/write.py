@@ -15,7 +15,9 @@ from masseg_search import predictions as store
 from masseg_search.best_configs import load_best_configs
 from masseg_search.data import layout
 from masseg_search.ensemble.fuse import FusedVideo, fuse_video
-from masseg_search.ensemble.plan import PER_TYPE_FOLDER, FusionPlan, FusionRule, RuleResolver, load_plan, load_scene_type_lookup
+from masseg_search.ensemble.plan import (
+    PER_TYPE_FOLDER, FusionPlan, FusionRule, RuleResolver, load_plan, load_scene_type_lookup,
+)
 from masseg_search.ensemble.render import video_masks
 from masseg_search.errors import MassegError
 

@@ -131,7 +131,7 @@ def test_partial_inputs_say_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_overlays_find_the_frames_above_an_annotations_folder(tiny_dataset: Path) -> None:
-    from masseg_search.report import _dataset_root
+    from masseg_search.report.page import _dataset_root
 
     assert _dataset_root(tiny_dataset / "Annotations") == tiny_dataset
     assert _dataset_root(tiny_dataset / "Annotations" / "480p") == tiny_dataset
