@@ -1,6 +1,7 @@
 """The DAVIS J&F metric: hand-worked cases, the boundary rule, statistics, and fast == plain bit for bit."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,12 +10,19 @@ from hypothesis.extra.numpy import arrays
 
 from masseg_search.errors import MassegError
 from masseg_search.evaluation.davis import (
+    Workspace,
+    _bit_program,
     _footprint_plan,
+    _runs,
     boundary_f,
     boundary_map_fast,
     boundary_radius,
     davis_statistics,
+    dilate_packed,
     disk_footprint,
+    first_frame_object_ids,
+    nonzero_ids,
+    object_boxes_tight,
     score_frame_fast,
     score_frame_plain,
     score_video,
@@ -213,7 +221,7 @@ def frame_pairs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, float]:
         frames[1] = np.where(frames[0] == 255, 0, frames[0]).astype(np.uint8)
         for _ in range(draw(st.integers(0, 3))):
             frames[1][draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))] = draw(st.integers(0, objects))
-    radius = draw(st.sampled_from([None, 1.0, 2.0, 3.0, 5.0]))
+    radius = draw(st.sampled_from([None, 0.0, 1.0, 2.0, 3.0, 5.0, 8.0]))
     return frames[0], frames[1], radius
 
 
@@ -224,8 +232,115 @@ def test_fast_path_equals_plain_bit_for_bit(case: tuple[np.ndarray, np.ndarray, 
     radius = boundary_radius(*gt.shape) if radius is None else radius
     object_ids = [1, 2, 3, 4]
     expected = score_frame_plain(gt, pred, object_ids, radius)
-    for matcher in ("auto", "dilate", "integral"):
+    for matcher in ("auto", "bits", "dilate", "integral"):
         assert score_frame_fast(gt, pred, object_ids, radius, matcher) == expected
+
+
+def scattered_frame(rng: np.random.Generator, shape: tuple[int, int], ids: list[int]) -> np.ndarray:
+    """A frame of blobs (ellipses, rectangles, single pixels) of the given ids, some touching the borders."""
+    frame = np.zeros(shape, np.uint8)
+    height, width = shape
+    for object_id in ids:
+        for _ in range(int(rng.integers(1, 3))):
+            cy, cx = int(rng.integers(-5, height + 5)), int(rng.integers(-5, width + 5))
+            kind = rng.integers(3)
+            if kind == 0:
+                axes = (int(rng.integers(1, width // 3 + 2)), int(rng.integers(1, height // 3 + 2)))
+                cv2.ellipse(frame, (cx, cy), axes, float(rng.integers(180)), 0, 360, int(object_id), -1)
+            elif kind == 1:
+                frame[max(cy, 0) : cy + int(rng.integers(1, 40)), max(cx, 0) : cx + int(rng.integers(1, 60))] = object_id
+            else:
+                frame[min(max(cy, 0), height - 1), min(max(cx, 0), width - 1)] = object_id
+    return frame
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_path_equals_plain_on_larger_scattered_frames(seed: int) -> None:
+    """Many objects, several islands per frame, objects split over islands, borders, void: DAVIS's 480p radius."""
+    rng = np.random.default_rng(seed)
+    shape = (96 + 7 * seed, 171 - 5 * seed)
+    object_ids = [1, 2, 3, 5, 9]
+    gt = scattered_frame(rng, shape, object_ids + [7, 255])  # 7: not an object; 255: void
+    pred = scattered_frame(rng, shape, object_ids + [4])  # 4: not an object (the scorer itself does not check)
+    for radius in (boundary_radius(*shape), 8.0, 18.0):
+        assert score_frame_fast(gt, pred, object_ids, radius) == score_frame_plain(gt, pred, object_ids, radius)
+
+
+def test_bits_matcher_needs_a_symmetric_disk() -> None:
+    gt = np.zeros((6, 6), np.uint8)
+    gt[1:4, 1:4] = 1
+    assert _bit_program(7.837) is None
+    with pytest.raises(ValueError, match="matcher='dilate'"):
+        score_frame_fast(gt, gt, [1], 7.837, matcher="bits")
+    assert score_frame_fast(gt, gt, [1], 7.837) == score_frame_plain(gt, gt, [1], 7.837)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(np.bool_, st.tuples(st.integers(1, 20), st.integers(1, 30))),
+    st.sampled_from([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 12.0]),
+)
+def test_packed_dilation_equals_opencv_dilation(bitmap: np.ndarray, radius: float) -> None:
+    """Rows packed with enough free columns on the right dilate exactly like cv2.dilate by the same disk."""
+    program = _bit_program(radius)
+    rows, cols = bitmap.shape
+    stride = (cols + program.pad + 7) & ~7
+    canvas = np.zeros((rows, stride), np.bool_)
+    canvas[:, :cols] = bitmap
+    packed = int.from_bytes(np.packbits(canvas, bitorder="little"), "little")
+    dilated = dilate_packed(packed, stride, program)
+    size = max(rows * stride // 8, (dilated.bit_length() + 7) // 8)  # spill below the last row is kept
+    unpacked = np.unpackbits(np.frombuffer(dilated.to_bytes(size, "little"), np.uint8), bitorder="little")
+    expected = cv2.dilate(bitmap.astype(np.uint8), disk_footprint(radius)).astype(bool)
+    assert np.array_equal(unpacked[: rows * stride].reshape(rows, stride)[:, :cols], expected)
+
+
+@st.composite
+def label_frames(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth (void and non-object ids allowed) and prediction made of rectangles and single pixels."""
+    height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    frames = []
+    for alphabet in ([1, 2, 3, 6, 200, 255], [1, 2, 3, 6, 9]):  # 200, 9: ids of no object; 255: void
+        frame = np.zeros((height, width), np.uint8)
+        for _ in range(draw(st.integers(0, 6))):
+            y0, x0 = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+            y1, x1 = draw(st.integers(y0 + 1, height)), draw(st.integers(x0 + 1, width))
+            frame[y0:y1, x0:x1] = draw(st.sampled_from(alphabet))
+        frames.append(frame)
+    return frames[0], frames[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(label_frames())
+def test_tight_boxes_equal_brute_force(frames: tuple[np.ndarray, np.ndarray]) -> None:
+    gt, pred = frames
+    object_ids = [3, 1, 6, 2, 4]  # 4 never drawn; not sorted
+    expected = []
+    for object_id in object_ids:
+        rows, cols = np.nonzero((gt == object_id) | (pred == object_id))
+        expected.append((rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) if len(rows) else None)
+    workspace = Workspace()
+    assert object_boxes_tight(gt, pred, object_ids, workspace) == expected
+    assert object_boxes_tight(gt, pred, object_ids, workspace) == expected  # the reused scratch buffer
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.uint8, st.tuples(st.integers(0, 12), st.integers(0, 12)), elements=st.sampled_from([0, 1, 2, 7, 200, 255])), st.integers(0, 20))
+def test_nonzero_ids_and_runs(labels: np.ndarray, peel_limit: int) -> None:
+    original = labels.copy()
+    assert nonzero_ids(labels, peel_limit) == [int(v) for v in np.unique(labels) if v]
+    assert np.array_equal(labels, original)
+    if labels.size:
+        assert first_frame_object_ids(labels) == [int(v) for v in np.unique(labels) if v not in (0, 255)]
+        column = labels[:, :1].astype(np.int32)
+        runs, start = [], None
+        for index, value in enumerate(column.ravel().tolist() + [0]):
+            if value and start is None:
+                start = index
+            elif not value and start is not None:
+                runs.append((start, index))
+                start = None
+        assert _runs(column) == runs
 
 
 @pytest.mark.parametrize("radius", [float(r) for r in range(0, 41)])
