@@ -108,17 +108,7 @@ def test_select_is_scored_with_tune_mss_per_fold_choices_when_they_exist(tiny_da
         "s20_b-10": lambda g, i, v: (good if i == 1 else bad)(g, i, v),
         "s7.5_b-4": lambda g, i, v: (bad if i == 1 else good)(g, i, v),
     })
-    mss = tmp_path / "mss"
-    mss.mkdir()
-    (mss / "folds.json").write_text(json.dumps({"0": videos[::2], "1": videos[1::2]}))
-    rows, types = ["fold,video,object_id,chosen_scale,chosen_bias"], ["video,object_id,scene_type"]
-    for index, video in enumerate(videos):
-        ids = np.unique(layout.read_mask(layout.open_dataset(tiny_dataset).video(video).annotation_paths()[0]))
-        for i in (i for i in ids if i not in (0, 255)):
-            rows.append(f"{index % 2},{video},{i},{20 if i == 1 else 7.5},{-10 if i == 1 else -4}")  # the right config
-            types.append(f"{video},{i},regular")
-    (mss / "holdout_objects.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "types.csv").write_text("\n".join(types) + "\n")
+    mss = _write_fold_choices(tmp_path, tiny_dataset, videos, lambda i: (20, -10) if i == 1 else (7.5, -4))  # the right configs
     (mss / "best_configs.yaml").write_text("default: {scale: 20, bias: -10}\ntypes: {}\n")  # wrong for objects 2+
     plan = select_fusion(stored, tiny_dataset, tmp_path / "plan.yaml", split_list=split_list, scene_types=tmp_path / "types.csv",
                          best_configs=mss / "best_configs.yaml", folds=mss / "folds.json", progress=False)
@@ -133,18 +123,26 @@ def test_per_fold_choices_that_were_not_inferred_fall_back_with_a_note(tiny_data
     good = lambda g, i, v: clean_logits(g)  # noqa: E731
     stored = write_store(tmp_path / "val", tiny_dataset, videos, {"s20_b-10": good, "s7.5_b-4": good})
     (stored / "per_type").mkdir()  # infer --per-type ran: the final choice is stored, the fold choices are not
+    mss = _write_fold_choices(tmp_path, tiny_dataset, videos, lambda i: (26.1, -0.235))  # never inferred
+    (mss / "best_configs.yaml").write_text("default: {scale: 20, bias: -10}\ntypes: {}\n")
+    plan = select_fusion(stored, tiny_dataset, tmp_path / "plan.yaml", split_list=split_list, scene_types=tmp_path / "types.csv",
+                         best_configs=mss / "best_configs.yaml", folds=mss / "folds.json", progress=False)
+    assert any("optimistic" in note for note in plan.selection["notes"])
+
+
+def _write_fold_choices(tmp_path: Path, dataset: Path, videos: list[str], choice) -> Path:
+    """What tune-mss --cv leaves in ``tmp_path/mss``: two folds over ``videos`` and each object's per-fold
+    (scale, bias) from ``choice(object_id)``; every object typed ``regular`` in ``tmp_path/types.csv``."""
     mss = tmp_path / "mss"
     mss.mkdir()
     (mss / "folds.json").write_text(json.dumps({"0": videos[::2], "1": videos[1::2]}))
     rows, types = ["fold,video,object_id,chosen_scale,chosen_bias"], ["video,object_id,scene_type"]
     for index, video in enumerate(videos):
-        ids = np.unique(layout.read_mask(layout.open_dataset(tiny_dataset).video(video).annotation_paths()[0]))
+        ids = np.unique(layout.read_mask(layout.open_dataset(dataset).video(video).annotation_paths()[0]))
         for i in (i for i in ids if i not in (0, 255)):
-            rows.append(f"{index % 2},{video},{i},26.1,-0.235")  # never inferred
+            scale, bias = choice(i)
+            rows.append(f"{index % 2},{video},{i},{scale:g},{bias:g}")
             types.append(f"{video},{i},regular")
     (mss / "holdout_objects.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "types.csv").write_text("\n".join(types) + "\n")
-    (mss / "best_configs.yaml").write_text("default: {scale: 20, bias: -10}\ntypes: {}\n")
-    plan = select_fusion(stored, tiny_dataset, tmp_path / "plan.yaml", split_list=split_list, scene_types=tmp_path / "types.csv",
-                         best_configs=mss / "best_configs.yaml", folds=mss / "folds.json", progress=False)
-    assert any("optimistic" in note for note in plan.selection["notes"])
+    return mss
