@@ -15,7 +15,9 @@ tests/model/test_parity.py. Differences from the plain predictor, none of which 
   only their pointers); SAM2's predictor keeps every frame's memory (sam2 issues #264, #571);
 * ``non_overlap_masks_for_mem_enc`` is switched off while rows are batched: in the plain predictor each object is a
   batch of one, where SAM2 skips it anyway;
-* the missing ``sam2._C`` extension (hole filling with ``--postprocess``) is reported once, not per frame.
+* the missing ``sam2._C`` extension (hole filling with ``--postprocess``) is reported once, not per frame;
+* in inference, a few SAM2 modules run as the subclasses of :mod:`masseg_search.model.fast_modules` (same parameters,
+  same values up to float rounding, less per-row work: work shared by all rows done once, cheaper CPU kernels).
 """
 from __future__ import annotations
 
@@ -166,11 +168,12 @@ class MultiConfigEngine:
 
     ``model`` is a ``SAM2VideoPredictor`` from :func:`masseg_search.model.build.build_model`. ``max_rows`` caps the
     rows (objects x configurations) batched at once (None = all). ``logits_dtype`` is the dtype of the returned
-    low-res logits (float16 as stored; float32 for exact comparisons).
+    low-res logits (float16 as stored; float32 for exact comparisons). ``fast_modules`` swaps the subclasses of
+    :mod:`masseg_search.model.fast_modules` into ``model`` (in place; they defer to SAM2 while gradients are on).
     """
 
     def __init__(self, model: Any, device: str | torch.device | None = None, max_rows: int | None = None,
-                 logits_dtype: Any = np.float16):
+                 logits_dtype: Any = np.float16, fast_modules: bool = True):
         from sam2.sam2_video_predictor import SAM2VideoPredictor
 
         if not isinstance(model, SAM2VideoPredictor):
@@ -178,6 +181,10 @@ class MultiConfigEngine:
                               fix="build the model with masseg_search.model.build.build_model")
         self.device = torch.device(device) if device is not None else model.device
         self.model = model.to(self.device).eval()
+        if fast_modules:
+            from masseg_search.model.fast_modules import speed_up
+
+            speed_up(self.model)
         self.max_rows = max_rows
         self.logits_dtype = logits_dtype
         self.image_size = int(model.image_size)
