@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -43,10 +44,16 @@ def fake_videos(count: int, frames: int, height: int, width: int, seed: int, obj
                 late: dict[int, int] | None = None, gone: dict[int, tuple[int, int]] | None = None,
                 prefix: str = "video") -> list[FakeVideo]:
     """Generate videos; ``late`` maps an id to its first frame, ``gone`` an id to a [start, end) absence."""
+    return list(iter_fake_videos(count, frames, height, width, seed, object_ids, late, gone, prefix))
+
+
+def iter_fake_videos(count: int, frames: int, height: int, width: int, seed: int, object_ids: tuple[int, ...] = (1, 2),
+                     late: dict[int, int] | None = None, gone: dict[int, tuple[int, int]] | None = None,
+                     prefix: str = "video") -> Iterator[FakeVideo]:
+    """:func:`fake_videos` one video at a time (the same videos; only one is held in memory)."""
     rng = np.random.default_rng(seed)
     late, gone = late or {}, gone or {}
     band = height // max(1, len(object_ids))
-    videos = []
     for video_index in range(count):
         background = rng.integers(0, 90, size=(height, width, 3), dtype=np.uint8)
         colours = {oid: rng.integers(120, 256, size=3, dtype=np.uint8) for oid in object_ids}
@@ -69,8 +76,7 @@ def fake_videos(count: int, frames: int, height: int, width: int, seed: int, obj
             video.frames.append(image)
             video.masks.append(mask)
             video.boxes.append(boxes)
-        videos.append(video)
-    return videos
+        yield video
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
@@ -105,14 +111,14 @@ def write_fake_davis(root: str | Path, videos: int = 2, frames: int = 5, height:
     """DAVIS 2017: ``JPEGImages/480p``, ``Annotations/480p`` palette PNGs, ``ImageSets/2017/{train,val}.txt``."""
     root = Path(root)
     source = FakeSource("davis", root)
-    generated = fake_videos(videos, frames, height, width, seed, object_ids=(1, 2, 3), prefix="davis-clip")
-    for video in generated:
+    names = []
+    for video in iter_fake_videos(videos, frames, height, width, seed, object_ids=(1, 2, 3), prefix="davis-clip"):
+        names.append(video.name)
         source.truth[video.name] = {}
         for t, (image, mask) in enumerate(zip(video.frames, video.masks)):
             _write_jpeg(root / "JPEGImages" / "480p" / video.name / f"{t:05d}.jpg", image)
             write_mask(root / "Annotations" / "480p" / video.name / f"{t:05d}.png", mask.astype(np.uint8))
             source.truth[video.name][f"{t:05d}"] = mask
-    names = [video.name for video in generated]
     write_split_list(root / "ImageSets" / "2017" / "train.txt", names[: max(1, len(names) - 1)])
     write_split_list(root / "ImageSets" / "2017" / "val.txt", names[max(1, len(names) - 1):] or names[:1])
     return source
@@ -124,7 +130,7 @@ def write_fake_ytvos(root: str | Path, videos: int = 2, frames: int = 11, height
     root = Path(root)
     source = FakeSource("ytvos", root)
     meta: dict = {"videos": {}}
-    for video in fake_videos(videos, frames, height, width, seed, object_ids=(1, 3), late={3: 5}, prefix="ytclip"):
+    for video in iter_fake_videos(videos, frames, height, width, seed, object_ids=(1, 3), late={3: 5}, prefix="ytclip"):
         source.truth[video.name] = {}
         objects: dict[str, dict] = {"1": {"category": "person", "frames": []}, "3": {"category": "dog", "frames": []}}
         for t, (image, mask) in enumerate(zip(video.frames, video.masks)):
@@ -168,7 +174,8 @@ def write_fake_ovis(root: str | Path, videos: int = 2, frames: int = 5, height: 
 def _write_instances_json(source: FakeSource, image_root: Path, videos: int, frames: int, height: int, width: int,
                           seed: int, style: str, file_name, prefix: str) -> FakeSource:
     data: dict = {"videos": [], "annotations": [], "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "car"}]}
-    generated = fake_videos(videos, frames, height, width, seed, object_ids=(1, 2), gone={2: (2, 3)}, prefix=prefix)
+    generated = iter_fake_videos(videos, frames, height, width, seed, object_ids=(1, 2), gone={2: (2, 3)},
+                                 prefix=prefix)
     for video_index, video in enumerate(generated):
         video_id, file_names = video_index + 1, [file_name(video.name, t) for t in range(frames)]
         data["videos"].append({"id": video_id, "width": width, "height": height, "length": frames,
@@ -208,7 +215,8 @@ def write_fake_burst(root: str | Path, videos: int = 2, frames: int = 7, height:
     source = FakeSource("burst", root / "frames", root / "train.json")
     data: dict = {"split": "train", "categories": [{"id": 805, "name": "person"}, {"id": 95, "name": "bicycle"}],
                   "sequences": []}
-    for index, video in enumerate(fake_videos(videos, frames, height, width, seed, object_ids=(2, 5), prefix="seq")):
+    generated = iter_fake_videos(videos, frames, height, width, seed, object_ids=(2, 5), prefix="seq")
+    for index, video in enumerate(generated):
         dataset = ("LaSOT", "YFCC100M")[index % 2]
         all_paths = [f"frame{t + 1:04d}.jpg" for t in range(frames)]
         annotated = all_paths[::2]
@@ -235,10 +243,11 @@ def write_fake_mose(root: str | Path, videos: int = 3, frames: int = 6, height: 
                     seed: int = 5, list_name: str = "train") -> Path:
     """A MOSE-layout root (``JPEGImages``, ``Annotations``, ``<list_name>.txt``) standing in for MOSE train."""
     root = Path(root)
-    generated = fake_videos(videos, frames, height, width, seed, object_ids=(1, 2), prefix="mose")
-    for video in generated:
+    names = []
+    for video in iter_fake_videos(videos, frames, height, width, seed, object_ids=(1, 2), prefix="mose"):
+        names.append(video.name)
         for t, (image, mask) in enumerate(zip(video.frames, video.masks)):
             _write_jpeg(root / "JPEGImages" / video.name / f"{t:05d}.jpg", image)
             write_mask(root / "Annotations" / video.name / f"{t:05d}.png", mask.astype(np.uint8))
-    write_split_list(root / f"{list_name}.txt", [video.name for video in generated])
+    write_split_list(root / f"{list_name}.txt", names)
     return root

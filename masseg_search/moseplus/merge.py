@@ -13,7 +13,8 @@ Under ``moseplus.out``::
 Merged video names are ``<prefix>_<video>`` (prefixes are lowercase letters and digits, so names never collide).
 Each merged video is linked (hard link, falling back to a copy across file systems; or symlink / copy) into hidden
 temporary folders, renamed into place, then recorded in ``merged/.done/``; a rerun skips recorded videos, redoes
-half-written ones and removes videos no longer selected, so it is idempotent and resumes after a kill.
+half-written ones and removes videos no longer selected, so it is idempotent and resumes after a kill (a rerun
+first removes the temporary files and folders a killed run left).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from masseg_search.data.layout import (
 from masseg_search.errors import MassegError
 from masseg_search.moseplus import convert_source
 from masseg_search.moseplus.select import distribution_table, plot_distributions, select_clips, statistics_table
+from masseg_search.moseplus.writer import remove_leftovers
 
 DONE_DIR = ".done"
 
@@ -83,6 +85,8 @@ def merge_videos(plans: list[MergePlan], root: Path, mode: str = "hardlink", pro
     """Link every planned video into ``root`` (resumable, idempotent); videos recorded but not planned are removed."""
     done_dir = root / DONE_DIR
     done_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (root, done_dir, root / IMAGE_DIR, root / ANNOTATION_DIR):
+        remove_leftovers(folder)
     planned = {plan.video for plan in plans}
     for marker in sorted(done_dir.glob("*.done")):
         if marker.stem not in planned:
@@ -139,6 +143,8 @@ def build_moseplus(config: ProjectConfig | MosePlusSection, progress: bool = Tru
     """Convert, select and merge as ``config.moseplus`` says; see the module docstring for the outputs."""
     section = config.moseplus if isinstance(config, ProjectConfig) else config
     out = Path(section.out)
+    for folder in (out, out / "stats", out / "report"):
+        remove_leftovers(folder)
     sources = [source for source in section.sources if source.enabled]
     if not sources and section.mose_root is None:
         raise MassegError("moseplus has no enabled sources and no mose_root", getattr(config, "source", None),

@@ -144,6 +144,12 @@ def vis_clips(src: str | Path, ann: str | Path | None = None, source: str = "vis
     if not src.is_dir():
         raise MassegError("source folder not found", src, "pass the split folder that holds the video frames")
     if ann is None and not ann_path.is_file():
+        from masseg_search.moseplus import detect_format
+
+        if detect_format(src) in (None, "mose"):  # frames without their JSON: YouTube-VIS 2019 / OVIS keep it apart
+            raise MassegError(f"no instances.json in the {source} source folder", ann_path,
+                              "YouTube-VIS 2019 and OVIS keep the JSON beside the split folder: pass it with --ann "
+                              "(e.g. train.json, annotations_train.json)")
         raise explain_not_format(src, source, "instances.json beside JPEGImages/ (or pass --ann FILE)")
     data = load_json(ann_path)
     require_keys(data, ["videos", "annotations"], ann_path, "the top level")

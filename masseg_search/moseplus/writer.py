@@ -13,7 +13,8 @@ Every converter (DAVIS, YouTube-VOS, YouTube-VIS/OVIS, BURST) turns its source i
   A palette source's void label (``SourceClip.void_id``, 255 in DAVIS / YouTube-VOS) stays 255; in JSON sources
   every id is an object. More than 254 objects in one clip is an error.
 - Resume: each video is written into hidden temporary folders, renamed into place, then recorded in
-  ``.done/<video>.json`` (its manifest rows). A video without that record is rewritten from scratch on rerun.
+  ``.done/<video>.json`` (its manifest rows). A video without that record is rewritten from scratch on rerun, and
+  a rerun first removes every temporary file or folder a killed run left behind.
 
 Outputs under ``out``: ``JPEGImages/``, ``Annotations/``, ``videos.txt`` (list file), ``manifest_frames.csv``
 (source, source_video, video, frame, source_frame, labelled) and ``manifest_objects.csv`` (source, source_video,
@@ -252,6 +253,16 @@ def write_clip(clip: SourceClip, out: Path, shorter_side: int | None, upscale: b
     return record
 
 
+def remove_leftovers(folder: Path) -> None:
+    """Remove what a killed run left in ``folder``: half-written files of ``atomic_write_bytes`` (``.<name>.*.tmp``)
+    and half-linked or half-written video folders (``.tmp-<video>``). Not recursive."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name.startswith(".") and (path.name.endswith(".tmp") or path.name.startswith(".tmp-")):
+            _remove(path)
+
+
 def _check_settings(out: Path, settings: dict) -> None:
     path = out / "conversion.json"
     if path.is_file():
@@ -280,6 +291,8 @@ def convert_clips(clips: Sequence[SourceClip], out: str | Path, settings: dict, 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / DONE_DIR, out / IMAGE_DIR, out / ANNOTATION_DIR):
+        remove_leftovers(folder)
     _check_settings(out, {**settings, "shorter_side": shorter_side, "upscale": upscale, "jpeg_quality": jpeg_quality})
     duplicates = sorted(name for name, count in Counter(clip.video for clip in clips).items() if count > 1)
     if duplicates:

@@ -111,3 +111,49 @@ def test_cli_prints_the_error_and_exits_1(tmp_path: Path, capsys: pytest.Capture
     assert code == 1
     message = capsys.readouterr().err
     assert str(source.ann) in message and "lacks required key(s) ['annotations']" in message and "Fix:" in message
+
+
+def test_vis_2019_folder_without_ann_asks_for_it(tmp_path: Path) -> None:
+    source = fake.write_fake_vis(tmp_path / "src", videos=1, layout="2019")
+    with pytest.raises(MassegError, match="no instances.json.*pass it with --ann") as error:
+        convert_source("vis", source.src, tmp_path / "out", progress=False)
+    assert error.value.path == source.src / "instances.json"
+
+
+def test_burst_frame_listed_in_json_but_missing_on_disk(tmp_path: Path) -> None:
+    source = fake.write_fake_burst(tmp_path / "src", videos=1)
+    missing = source.src / "train" / "LaSOT" / "seq000" / "frame0003.jpg"
+    missing.unlink()
+    with pytest.raises(MassegError, match="lists frame 'frame0003.jpg' of sequence 'LaSOT_seq000' but it is missing "
+                                          "on disk.*Fix: re-extract BURST's frames") as error:
+        convert(source, "burst", tmp_path / "out")
+    assert error.value.path == missing
+
+
+def test_ytvos_meta_frame_without_image(tmp_path: Path) -> None:
+    source = fake.write_fake_ytvos(tmp_path / "src", videos=1)
+    missing = source.src / "JPEGImages" / "ytclip000" / "00010.jpg"
+    missing.unlink()
+    with pytest.raises(MassegError, match="meta.json lists frame '00010'.*image is missing.*Fix: re-extract") as error:
+        convert(source, "ytvos", tmp_path / "out")
+    assert error.value.path == missing
+
+
+@pytest.mark.parametrize("format_name", ["ytvos", "ovis"])
+def test_json_missing_required_keys_ytvos_and_ovis(tmp_path: Path, format_name: str) -> None:
+    if format_name == "ytvos":
+        source = fake.write_fake_ytvos(tmp_path / "src", videos=1)
+        path = source.src / "meta.json"
+        data = json.loads(path.read_text())
+        del data["videos"]["ytclip000"]["objects"]["1"]["frames"]
+        drop = "frames"
+    else:
+        source = fake.write_fake_ovis(tmp_path / "src", videos=1)
+        path = source.ann
+        data = json.loads(path.read_text())
+        del data["videos"][0]["file_names"]
+        drop = "file_names"
+    path.write_text(json.dumps(data))
+    with pytest.raises(MassegError, match=f"lacks required key.*{drop}.*Fix:") as error:
+        convert(source, format_name, tmp_path / "out")
+    assert error.value.path == path

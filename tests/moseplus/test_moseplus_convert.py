@@ -219,3 +219,21 @@ def test_burst_every_frame_leaves_unannotated_ones_unlabelled(tmp_path: Path) ->
     assert frames["source_frame"].tolist() == [f"frame{t:04d}" for t in range(1, 8)]
     assert frames["labelled"].tolist() == ["True", "False"] * 3 + ["True"]
     assert assert_round_trip(source, out, None) == 4
+
+
+@pytest.mark.parametrize("format_name,layout", [("davis", None), ("ytvos", None), ("vis", "2021"), ("vis", "2019"),
+                                                ("ovis", None), ("burst", None)])
+def test_cli_convert_each_format(tmp_path: Path, format_name: str, layout: str | None,
+                                 capsys: pytest.CaptureFixture) -> None:
+    from masseg_search.cli import main
+
+    writer = WRITERS[format_name]
+    source = writer(tmp_path / "src", layout=layout) if layout else writer(tmp_path / "src")
+    out = tmp_path / "out"
+    args = ["data", "convert", "--format", format_name, "--src", str(source.src), "--out", str(out),
+            "--shorter-side", "24"]
+    if source.ann is not None and layout != "2021":  # YouTube-VIS 2021 keeps instances.json beside JPEGImages/
+        args += ["--ann", str(source.ann)]
+    assert main(args) == 0
+    assert f"{len(source.truth)} videos in {out}" in capsys.readouterr().out
+    assert assert_round_trip(source, out, 24) == sum(len(frames) for frames in source.truth.values())

@@ -75,8 +75,15 @@ def test_build_end_to_end(sources: dict, tmp_path: Path) -> None:
     assert (out / "selection.csv").is_file()
 
     before = snapshot(result.root)
+    # what a SIGKILL inside atomic_write_bytes or a video's linking leaves behind is removed by the rerun
+    planted = [result.root / ".done" / ".mose_mose000.done.k1ll3d.tmp", result.root / ".manifest_frames.csv.x.tmp",
+               out / "converted" / "davis" / ".done" / ".davis-clip000.json.x.tmp", out / ".selection.csv.x.tmp"]
+    for path in planted:
+        path.write_bytes(b"")
+    (result.root / "JPEGImages" / ".tmp-vis_gone").mkdir()
     again = build_moseplus(config_from_dict(config_values(sources, out)), progress=False)
     assert snapshot(again.root) == before  # idempotent
+    assert not any(path.exists() for path in planted) and not (result.root / "JPEGImages" / ".tmp-vis_gone").exists()
 
 
 def test_resumes_after_a_kill_in_conversion_and_in_merge(sources: dict, tmp_path: Path, monkeypatch) -> None:
@@ -128,3 +135,52 @@ def test_shipped_moseplus_config_validates() -> None:
     config = load_config("moseplus")
     assert {s.format for s in config.moseplus.sources} == {"davis", "ytvos", "vis", "ovis", "burst"}
     assert config.data.root == "results/moseplus/merged"
+
+
+def test_training_reads_the_merged_root(sources: dict, tmp_path: Path) -> None:
+    """train / train-sweep point data.root at merged/: sam2's clip loader yields clips from it."""
+    from masseg_search.finetune.augment import build_train_transforms
+    from masseg_search.finetune.clips import build_clip_dataset, check_clip_split, clip_loader
+
+    values = config_values(sources, tmp_path / "moseplus")
+    result = build_moseplus(config_from_dict(values), progress=False)
+    data = {"root": str(result.root), "train_split": "train", "val_split": "val"}
+    config = config_from_dict({**values, "data": data})
+    split = check_clip_split(config.data.root, config.data.train_split, 3)
+    train = read_split_list(result.train_list)
+    # YouTube-VOS was converted with frames: all, so its clips have unlabelled frames; sam2's loader needs a PNG per
+    # frame and skips them (named); every other MOSE+ clip is usable
+    assert sorted(split.skipped) == sorted(name for name in train if name.startswith("ytvos_"))
+    assert set(split.skipped.values()) == {"not every frame has an annotation PNG"}
+    assert split.usable == [name for name in train if not name.startswith("ytvos_")]
+    dataset = build_clip_dataset(split, 3, 3, build_train_transforms(config.train.augment, 64))
+    batch = next(iter(clip_loader(dataset, 1, 2, seed=0)))
+    assert tuple(batch.img_batch.shape[:2]) == (3, 2) and batch.masks.shape[0] == 3 and batch.masks.any()
+
+
+def test_resumes_after_a_real_sigkill(sources: dict, tmp_path: Path) -> None:
+    """SIGKILL the CLI mid-conversion, then mid-merge (or later); a rerun ends with the same root as a clean build."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clean = build_moseplus(config_from_dict(config_values(sources, tmp_path / "clean")), progress=False)
+    killed_out = tmp_path / "killed"
+    config_path = tmp_path / "moseplus.yaml"
+    config_path.write_text(yaml.safe_dump(config_values(sources, killed_out)))
+    command = [sys.executable, "-m", "masseg_search", "data", "build-moseplus", "--config", str(config_path)]
+    codes = []
+    for stage in ("converted/ytvos/.done/*.json", "merged/.done/*.done"):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and not list(killed_out.glob(stage)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        process.send_signal(signal.SIGKILL)
+        codes.append(process.wait())
+    # both kills land mid-build: after the first, vis/ovis/burst are still to convert; after the second, the plot and
+    # `data check` (about a second) are still to come
+    assert codes == [-signal.SIGKILL, -signal.SIGKILL]
+    assert main(["data", "build-moseplus", "--config", str(config_path)]) == 0
+    assert not list(killed_out.rglob(".tmp-*"))
+    assert snapshot(killed_out / "merged") == snapshot(clean.root)
