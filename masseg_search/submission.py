@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -194,7 +193,7 @@ def write_submission_zip(folder: str | Path, zip_path: str | Path) -> Path:
     """Zip ``folder``'s video folders with the video folders at the zip root (temp file + rename)."""
     folder, zip_path = Path(folder), Path(zip_path)
     zip_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=zip_path.parent, prefix=f".{zip_path.name}.", suffix=".tmp")
+    fd, temp = layout.temporary_sibling(zip_path)
     os.close(fd)
     try:
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:

@@ -43,11 +43,28 @@ DAVIS_PALETTE = _davis_palette()
 _PALETTE_BYTES = DAVIS_PALETTE.tobytes()
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import; os.umask can only be read by setting it
+
+
+def temporary_sibling(path: Path) -> tuple[int, str]:
+    """An open temporary file beside ``path`` with the mode a plain ``open`` would give (mkstemp's is 0600, which
+    would make shared reports and submissions unreadable to the rest of a team)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_sibling(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
