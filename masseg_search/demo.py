@@ -8,10 +8,13 @@ Stages (each one the same function its own command calls, so the demo is also th
    augmentation probabilities, ASHA stopping the weak trials.
 3. ``tune-mss --study val``: one Optuna study per scene type on the validation split, with the held-out estimate.
 4. ``infer`` on val and test with SAM2's 20/-10, MASSeg's 7.5/-4 and the tuned per-type configurations (one engine
-   pass each), ``ensemble --select-on val`` chooses the fusion, ``ensemble`` applies it to test and checks the zip.
-5. ``evaluate`` every row against the synthetic test ground truth, with a bootstrap interval over videos.
+   pass each), ``ensemble --select-on val`` chooses the fusion, ``ensemble`` applies it to test, and ``submission
+   check`` runs on the zip it wrote (a failing check stops the demo with the problems).
+5. ``evaluate`` every row against the synthetic test ground truth, with a bootstrap interval over videos, and each
+   stage's gain over the row it improves on (STAGE_GAINS) with a paired bootstrap interval over videos.
 
-Everything lands under ``--out`` (default ``results/demo``) and is resumed on a rerun.
+Everything lands under ``--out`` (default ``results/demo``; ``demo_table.csv`` and ``demo_gains.csv`` at its top,
+read by ``masseg-search report``) and is resumed on a rerun.
 """
 from __future__ import annotations
 
@@ -34,6 +37,16 @@ from masseg_search.predictions import config_id
 log = logging.getLogger(__name__)
 
 TABLE_FILE = "demo_table.csv"
+GAINS_FILE = "demo_gains.csv"
+# Each stage's effect, measured on the same test objects: (row, row it is compared with, what the stage is).
+STAGE_GAINS = (
+    ("base", "untrained", "pretraining (the bundled base)"),
+    ("fine-tuned, SAM2 20/-10", "base", "fine-tuning (train-sweep)"),
+    ("fine-tuned, MASSeg 7.5/-4", "fine-tuned, SAM2 20/-10", "MASSeg's fixed scaling"),
+    ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
+    ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
+    ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
+)
 
 
 @dataclass
@@ -84,15 +97,45 @@ def base_quick_overrides(base: ProjectConfig) -> dict[str, Any]:
     }
 
 
+def object_jf(result: Any) -> pd.DataFrame:
+    """Per-object J&F ((J-Mean + F-Mean) / 2) of an EvaluationResult: columns video, Sequence, jf."""
+    per_object = result.per_object
+    return pd.DataFrame({"video": per_object["video"].astype(str).values,
+                         "Sequence": per_object["Sequence"].astype(str).values,
+                         "jf": ((per_object["J-Mean"] + per_object["F-Mean"]) / 2).values})
+
+
 def _scores_row(name: str, detail: str, result: Any, samples: int, seed: int) -> DemoRow:
     """A table row from an EvaluationResult: global J&F, J, F and a bootstrap interval over videos."""
     from masseg_search.mss.holdout import bootstrap_ci
 
-    per_object = result.per_object
-    jf = (per_object["J-Mean"] + per_object["F-Mean"]) / 2
-    low, high = bootstrap_ci(jf, per_object["video"].astype(str), samples, seed)
+    jf = object_jf(result)
+    low, high = bootstrap_ci(jf["jf"], jf["video"], samples, seed)
     row = result.global_table.iloc[0]
     return DemoRow(name, detail, float(row["J&F-Mean"]), float(row["J-Mean"]), float(row["F-Mean"]), low, high)
+
+
+def paired_gains(objects: dict[str, pd.DataFrame], samples: int, seed: int) -> pd.DataFrame:
+    """Each stage's gain (STAGE_GAINS) on the same test objects: mean per-object J&F difference with a paired
+    bootstrap 95% interval over videos (videos resampled, the two rows' scores of an object kept together).
+
+    An interval that excludes 0 is a difference the test split measures; one that straddles 0 is not."""
+    from masseg_search.mss.holdout import bootstrap_ci
+
+    rows = []
+    for name, against, stage in STAGE_GAINS:
+        if name not in objects or against not in objects:
+            continue
+        merged = objects[name].merge(objects[against], on=["video", "Sequence"], suffixes=("", "_against"),
+                                     validate="one_to_one")
+        if len(merged) != len(objects[name]) or len(merged) != len(objects[against]):
+            raise MassegError(f"rows {name!r} and {against!r} scored different objects ({len(objects[name])} vs "
+                              f"{len(objects[against])})", fix="rerun the demo into an empty --out folder")
+        diff = merged["jf"] - merged["jf_against"]
+        low, high = bootstrap_ci(diff, merged["video"], samples, seed)
+        rows.append({"stage": stage, "row": name, "against": against, "gain": float(diff.mean()), "ci_low": low,
+                     "ci_high": high, "objects": len(merged), "videos": int(merged["video"].nunique())})
+    return pd.DataFrame(rows, columns=["stage", "row", "against", "gain", "ci_low", "ci_high", "objects", "videos"])
 
 
 def _evaluate(gt_root: Path, split_list: Path, masks_root: Path, out_dir: Path) -> Any:
@@ -135,6 +178,8 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
 
     started = time.perf_counter()
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise MassegError("--out is a file, not a folder", out, "pass a new or existing folder (default results/demo)")
     cfg = demo_config(out, quick, config)
     synth = cfg.data.synth
     if synth is None:
@@ -187,7 +232,8 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
                          progress=progress)
     submission = run_ensemble(predictions / "test", plan, data_root, out / "submissions" / "demo", split_list=test_list,
                               scene_types=scene_csv["test"], best_configs=best_configs_path, progress=progress)
-    print(f"submission: {submission.zip_path}")
+    check_demo_submission(submission, data_root, test_list)
+    print(f"submission: {submission.zip_path} (submission check: valid)")
 
     _step("5/5 evaluate every setting on the test split")
     test_dataset = open_dataset(data_root, split_list=test_list)
@@ -204,26 +250,53 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
                       split_list=test_list, device=cfg.model.device, progress=progress)
     samples = cfg.mss.bootstrap or 1000
     rows = []
-    copy_root = copy_first_frame(data_root, test_list, masks / "copy_first_frame")
-    rows.append(_scores_row("copy first frame", "first-frame mask repeated",
-                            _evaluate(data_root, test_list, copy_root, evaluations / "copy_first_frame"), samples, seed))
+    objects: dict[str, pd.DataFrame] = {}
+
+    def score(name: str, detail: str, masks_root: Path, evaluation_dir: Path) -> None:
+        result = _evaluate(data_root, test_list, masks_root, evaluation_dir)
+        rows.append(_scores_row(name, detail, result, samples, seed))
+        objects[name] = object_jf(result)
+
+    score("copy first frame", "first-frame mask repeated",
+          copy_first_frame(data_root, test_list, masks / "copy_first_frame"), evaluations / "copy_first_frame")
     sam2_id, masseg_id = config_id(*SAM2_DEFAULT), config_id(*MASSEG_BEST)
     for name, detail, _ in baseline_runs:
         pred_root = out / "predictions" / f"test_{name}"
-        masks_root = write_masks(pred_root, sam2_id, masks / name, test_dataset) / "Annotations"
-        rows.append(_scores_row(name, f"{detail}, 20/-10", _evaluate(data_root, test_list, masks_root, evaluations / name),
-                                samples, seed))
+        score(name, f"{detail}, 20/-10", write_masks(pred_root, sam2_id, masks / name, test_dataset) / "Annotations",
+              evaluations / name)
     for name, folder, detail in (("fine-tuned, SAM2 20/-10", sam2_id, "best sweep trial"),
                                  ("fine-tuned, MASSeg 7.5/-4", masseg_id, "best sweep trial"),
                                  ("fine-tuned, tuned per type", "per_type", "best_configs.yaml per scene type")):
-        masks_root = write_masks(predictions / "test", folder, masks / "finetuned", test_dataset) / "Annotations"
-        rows.append(_scores_row(name, detail, _evaluate(data_root, test_list, masks_root, evaluations / folder), samples, seed))
-    rows.append(_scores_row("ensemble", plan_path.name, _evaluate(data_root, test_list, submission.out_dir,
-                                                                  evaluations / "ensemble"), samples, seed))
+        score(name, detail, write_masks(predictions / "test", folder, masks / "finetuned", test_dataset) / "Annotations",
+              evaluations / folder)
+    chosen = (plan.selection or {}).get("chosen", plan.default.method)
+    score("ensemble", f"{chosen}, chosen on val ({plan_path.relative_to(out)})", submission.out_dir,
+          evaluations / "ensemble")
     table = pd.DataFrame([row.__dict__ for row in rows])
+    gains = paired_gains(objects, samples, seed)
     atomic_write_bytes(out / TABLE_FILE, table.to_csv(index=False).encode())
-    print_table(table, len(test_dataset), time.perf_counter() - started, out, cfg)
+    atomic_write_bytes(out / GAINS_FILE, gains.to_csv(index=False).encode())
+    print_table(table, len(test_dataset), time.perf_counter() - started, out, cfg, gains)
     return table
+
+
+def check_demo_submission(submission: Any, data_root: Path, test_list: Path) -> None:
+    """``submission check`` on the zip the ensemble wrote, as the scorer reads it; a MassegError listing the
+    problems when the ensemble's own check refused to zip or the zip does not pass."""
+    from masseg_search.submission import check_submission
+
+    dataset = open_dataset(data_root, split_list=test_list)
+    problems = list(submission.problems)
+    if submission.zip_path is None or not Path(submission.zip_path).is_file():
+        problems = problems or ["no zip was written"]
+    else:
+        problems = check_submission(submission.zip_path, dataset.image_root, dataset.annotation_root,
+                                    videos=list(dataset.video_names))
+    if problems:
+        shown = "; ".join(str(problem) for problem in problems[:5])
+        raise MassegError(f"the demo's test submission fails the submission check ({len(problems)} problems: {shown})",
+                          submission.zip_path or submission.out_dir,
+                          "rerun the demo into an empty --out folder; report it as a bug if it persists")
 
 
 def heldout_configs(mss_dir: Path) -> set[tuple[float, float]]:
@@ -244,12 +317,29 @@ def _scene_types_csv(cfg: ProjectConfig, data_root: Path, split_list: Path, path
     return path
 
 
-def print_table(table: pd.DataFrame, videos: int, seconds: float, out: Path, cfg: ProjectConfig) -> None:
-    """The closing table and the commands that open the dashboard and the report."""
+def print_table(table: pd.DataFrame, videos: int, seconds: float, out: Path, cfg: ProjectConfig,
+                gains: pd.DataFrame | None = None) -> None:
+    """The closing table, each stage's paired gain, and the commands that open the dashboard and the report."""
     print(f"\nTest split: {videos} synthetic videos, J&F with a 95% bootstrap interval over videos")
     print(f"{'setting':<30} {'J&F':>7} {'95% CI':>17} {'J':>7} {'F':>7}")
     for row in table.itertuples():
         print(f"{row.name:<30} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] {row.j:7.4f} {row.f:7.4f}")
+    if gains is not None and len(gains):
+        print("\nEach stage's gain on the same test objects (paired bootstrap 95% interval over videos; "
+              "an interval excluding 0 is measured, one straddling 0 is not)")
+        print(f"{'stage':<30} {'gain':>8} {'95% CI':>19}")
+        for row in gains.itertuples():
+            verdict = "measured" if row.ci_low > 0 or row.ci_high < 0 else "within noise"
+            print(f"{row.stage:<30} {row.gain:+8.4f}   [{row.ci_low:+.3f}, {row.ci_high:+.3f}]  {verdict}")
     print(f"\ndemo finished in {seconds / 60:.1f} min; everything is under {out}")
-    print(f"Optuna dashboard: .venv/bin/optuna-dashboard {cfg.mss.storage} --artifact-dir {cfg.mss.artifact_dir}")
-    print(f"HTML report:      .venv/bin/masseg-search report {out} --data {cfg.data.root}")
+    print(f"Optuna dashboard: {_script('optuna-dashboard')} {cfg.mss.storage} --artifact-dir {cfg.mss.artifact_dir}")
+    print(f"HTML report:      {_script('masseg-search')} report {out} --data {cfg.data.root}")
+
+
+def _script(name: str) -> str:
+    """The console script beside this interpreter (``.venv/bin/<name>``), so the printed command works from any
+    working folder; the bare name when it is not there."""
+    import sys
+
+    path = Path(sys.executable).parent / name
+    return str(path) if path.is_file() else name

@@ -295,11 +295,13 @@ def render_overlays(
     mp4: bool = False,
     frame_strips: bool = True,
     contact_rows: int = CONTACT_SHEET_ROWS,
+    progress: bool = True,
 ) -> list[Path]:
     """Draw ``video`` of the dataset at ``data_root`` with the ground truth and every prediction side by side.
 
     Writes under ``out_dir/<video>/``: ``frames/<frame>.png`` (when ``frame_strips``), ``contact_sheet.png`` (up to
     ``contact_rows`` evenly spaced frames), ``<video>.gif`` and/or ``<video>.mp4``. Returns the written paths.
+    ``progress``: a per-frame progress bar on stderr.
     """
     if labels is not None and len(labels) != len(prediction_dirs):
         raise MassegError(f"{len(labels)} labels for {len(prediction_dirs)} prediction folders",
@@ -332,7 +334,7 @@ def render_overlays(
     mp4_writer = _Mp4Writer(out_video / f"{video}.mp4") if mp4 else None
     finished = False
     try:
-        for t in tqdm(range(frame_count), desc=f"overlays {video}", unit="frame", leave=False):
+        for t in tqdm(range(frame_count), desc=f"overlays {video}", unit="frame", leave=False, disable=not progress):
             frame = read_frame(clip.frame_paths[t])
             gt = read_mask(annotated[t]) if t in annotated else None
             panels, panel_labels = [], []

@@ -9,7 +9,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write a static HTML report (offline) of everything under a results folder",
-        description="Write one HTML page with PNG plots beside it: sweep trial curves, parameters against validation "
+        description="Write one HTML page with PNG plots beside it: for a demo folder, its table of test J&F per "
+        "setting with intervals and each stage's paired gain; sweep trial curves, parameters against validation "
         "J&F and what ASHA stopped; the mask-scaling landscape per scene type with the chosen point and the two fixed "
         "baselines; the ensemble's gain over its members; evaluations and their worst videos with overlays. "
         "Sections whose inputs are missing say so.",

@@ -2,6 +2,8 @@
 
 Sections, each shown when its inputs exist and saying what is missing when they do not:
 
+- **Demo** (``demo_table.csv``, ``demo_gains.csv``, written by `masseg-search demo`; the section is left out for
+  other results folders): test J&F per setting with its bootstrap interval, and each stage's paired gain.
 - **Sweeps** (``sweeps/<name>/``): the results table (one row a trial), Ray's per-trial ``progress.csv`` (or
   ``result.json``) -> validation J&F per epoch per trial, each searched parameter against the best validation J&F,
   and which trials ASHA stopped early.

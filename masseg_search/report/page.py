@@ -12,11 +12,12 @@ from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT
 from masseg_search.data.layout import ANNOTATION_DIR, DAVIS_LEVELS, atomic_write_bytes
 from masseg_search.errors import MassegError
 from masseg_search.report.plots import (
-    Figures, plot_bars, plot_mss_landscape, plot_sweep_curves, plot_sweep_parameters, safe_filename,
+    Figures, plot_bars, plot_intervals, plot_mss_landscape, plot_sweep_curves, plot_sweep_parameters, safe_filename,
 )
 from masseg_search.report.read import (
     ENSEMBLE_FOLDERS, EPOCH_COLUMNS, EVALUATION_META, METRIC_COLUMNS, STOPPED_COLUMNS, TRIAL_COLUMNS, Evaluation,
-    MssStudy, find_evaluations, first_present, numeric_column, read_ensembles, read_mss_study, read_sweep,
+    MssStudy, find_evaluations, first_present, numeric_column, read_demo_table, read_ensembles, read_mss_study,
+    read_sweep,
 )
 
 SWEEPS_DIR, MSS_DIR = "sweeps", "mss"
@@ -77,6 +78,42 @@ def _figure(src: str, caption: str, css_class: str = "plot", max_width: int | No
     style = f' style="max-width: {max_width}px"' if max_width else ""
     return (f'<figure{style}><img class="{css_class}" src="{html.escape(src)}" alt="{html.escape(caption)}">'
             f'<figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def _demo_section(results_dir: Path, figures: Figures) -> str | None:
+    """The demo's closing table (test J&F per setting with its interval) and each stage's paired gain."""
+    demo = read_demo_table(results_dir)
+    if demo is None:
+        return None
+    table = demo.table
+    parts = ["<p>Every row scored on the same synthetic test split; 95% bootstrap interval over videos.</p>",
+             _figure(plot_intervals(list(table["name"]), list(table["jf"]), list(table["ci_low"]), list(table["ci_high"]),
+                                    "test J&F per setting (95% interval over videos)", "J&F", figures, "demo_table.png"),
+                     "test J&F of every setting with its 95% bootstrap interval over videos")]
+    shown = pd.DataFrame({"setting": table["name"]})
+    if "detail" in table:
+        shown["detail"] = table["detail"]
+    shown["J&F [95% CI]"] = [f"{v:.4f} [{lo:.4f}, {hi:.4f}]"
+                             for v, lo, hi in zip(table["jf"], table["ci_low"], table["ci_high"])]
+    for column, title in (("j", "J"), ("f", "F")):
+        if column in table:
+            shown[title] = table[column]
+    parts.append(_table_html(shown))
+    gains = demo.gains
+    if gains is not None and len(gains):
+        verdict = ["measured" if lo > 0 or hi < 0 else "within noise" for lo, hi in zip(gains["ci_low"], gains["ci_high"])]
+        parts.append("<p>Each stage's gain on the same test objects, with a paired bootstrap 95% interval over videos: "
+                     "an interval that excludes 0 is a difference this split measures, one that straddles 0 is not.</p>")
+        parts.append(_figure(plot_intervals(list(gains["stage"]), list(gains["gain"]), list(gains["ci_low"]),
+                                            list(gains["ci_high"]), "gain of each stage (paired 95% interval)",
+                                            "J&F gain", figures, "demo_gains.png", zero_line=True),
+                             "each stage's J&F gain over the row it is compared with (table: 'against'), paired on "
+                             "the same objects"))
+        shown_gains = gains.drop(columns=[c for c in ("ci_low", "ci_high") if c in gains]).assign(
+            **{"95% CI": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(gains["ci_low"], gains["ci_high"])],
+               "verdict": verdict})
+        parts.append(_table_html(shown_gains))
+    return "\n".join(parts)
 
 
 def _sweeps_section(results_dir: Path, figures: Figures) -> str:
@@ -305,7 +342,7 @@ def _evaluations_section(results_dir: Path, figures: Figures, worst_videos: int,
             names = [evaluation.name, *peers]
             written = render_overlays(gt_root, str(video), [pred_root, *(inputs[name][1] for name in peers)],
                                       figures.files_dir / "overlays" / safe_filename(evaluation.name), labels=names,
-                                      gif=False, frame_strips=False, contact_rows=OVERLAY_ROWS)
+                                      gif=False, frame_strips=False, contact_rows=OVERLAY_ROWS, progress=False)
             sheet = next(p for p in written if p.name == "contact_sheet.png")
             compared = ", ".join(f"{name} {scores[name][video]:.3f}" for name in names)
             sheets.append(_figure(figures.relative(sheet), f"{video}: ground truth | {' | '.join(names)} "
@@ -330,7 +367,9 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, data_ro
     if files_dir.is_dir():
         shutil.rmtree(files_dir)
     figures = Figures(files_dir, out.parent)
-    sections = [
+    demo = _demo_section(results_dir, figures)
+    sections = [("demo", "Demo: test J&F per setting", demo)] if demo is not None else []
+    sections += [
         ("sweeps", "Fine-tuning sweeps", _sweeps_section(results_dir, figures)),
         ("mss", "Mask scaling per scene type", _mss_section(results_dir, figures)),
         ("ensemble", "Ensemble", _ensemble_section(results_dir, figures)),

@@ -149,3 +149,44 @@ def plot_bars(names: list[str], values: list[float], highlight: list[bool], titl
     return figures.save(figure, file_name)
 
 
+
+
+def plot_intervals(names: list[str], values: list[float], lows: list[float], highs: list[float], title: str,
+                   xlabel: str, figures: Figures, file_name: str, zero_line: bool = False) -> str:
+    """One point per row with its 95% interval as a horizontal error bar (rows top to bottom).
+
+    With ``zero_line`` (gains) every row gets its own x range around 0, so a gain of 0.005 stays readable beside
+    one of 0.5; each row's dashed line is 0."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values, lows, highs = (np.asarray(v, dtype=float) for v in (values, lows, highs))
+    if not zero_line:
+        figure, axis = plt.subplots(figsize=(7, 0.42 * len(names) + 1.3))
+        positions = np.arange(len(names))
+        axis.errorbar(values, positions, xerr=[values - lows, highs - values], fmt="o", color="C0", capsize=3)
+        for position, value in zip(positions, values):
+            axis.annotate(f"{value:.3f}", (value, position), textcoords="offset points", xytext=(0, 6), ha="center",
+                          fontsize=7)
+        axis.set_yticks(positions, names, fontsize=8)
+        axis.set_ylim(len(names) - 0.5, -0.7)
+        axis.set_xlabel(xlabel)
+        axis.set_title(title)
+        axis.grid(axis="x", alpha=0.3)
+        return figures.save(figure, file_name)
+    figure, axes = plt.subplots(len(names), 1, figsize=(7, 0.62 * len(names) + 1.2), squeeze=False)
+    for axis, name, value, low, high in zip(axes[:, 0], names, values, lows, highs):
+        colour = "C2" if low > 0 else "C3" if high < 0 else "C7"  # measured gain, measured loss, within noise
+        axis.errorbar([value], [0], xerr=[[value - low], [high - value]], fmt="o", color=colour, capsize=3)
+        axis.axvline(0, color="grey", linewidth=1, linestyle="--")
+        span = max(abs(low), abs(high), 1e-3) * 1.25
+        axis.set_xlim(min(-span * 0.25, low - span * 0.1), max(span * 0.25, high + span * 0.1))
+        axis.set_yticks([0], [name], fontsize=8)
+        axis.tick_params(axis="x", labelsize=7)
+        axis.annotate(f"{value:+.3f} [{low:+.3f}, {high:+.3f}]", (value, 0), textcoords="offset points", xytext=(0, 5),
+                      ha="center", fontsize=7)
+        axis.set_ylim(-0.6, 1.0)
+        axis.grid(axis="x", alpha=0.3)
+    figure.suptitle(f"{title}; each row its own scale", fontsize=10)
+    axes[-1, 0].set_xlabel(xlabel)
+    return figures.save(figure, file_name)

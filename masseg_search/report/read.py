@@ -304,3 +304,35 @@ def find_evaluations(results_dir: Path) -> list[Evaluation]:
     return [read_evaluation(folder, results_dir) for folder in folders]
 
 
+
+
+DEMO_TABLE, DEMO_GAINS = "demo_table.csv", "demo_gains.csv"  # written by masseg_search.demo
+
+
+@dataclass
+class DemoTable:
+    """The demo's closing table (one row a setting, test J&F with a bootstrap interval) and each stage's gain."""
+
+    path: Path
+    table: pd.DataFrame  # name, detail, jf, j, f, ci_low, ci_high
+    gains: pd.DataFrame | None = None  # stage, row, against, gain, ci_low, ci_high, objects, videos
+
+
+def read_demo_table(results_dir: Path) -> DemoTable | None:
+    """``demo_table.csv`` (and ``demo_gains.csv``) under ``results_dir``, or None when the folder is no demo's."""
+    path = results_dir / DEMO_TABLE
+    if not path.is_file():
+        return None
+    table = read_table(path, {"setting": ("name",), "J&F": ("jf",), "interval low": ("ci_low",),
+                              "interval high": ("ci_high",)})
+    for column in ("jf", "ci_low", "ci_high", "j", "f"):
+        if column in table:
+            table[column] = numeric_column(table, column, path)
+    gains = None
+    gains_path = results_dir / DEMO_GAINS
+    if gains_path.is_file():
+        gains = read_table(gains_path, {"stage": ("stage",), "gain": ("gain",), "interval low": ("ci_low",),
+                                        "interval high": ("ci_high",)})
+        for column in ("gain", "ci_low", "ci_high"):
+            gains[column] = numeric_column(gains, column, gains_path)
+    return DemoTable(path, table, gains)

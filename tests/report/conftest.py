@@ -127,12 +127,25 @@ def build_results_dir(root: Path, dataset_root: Path) -> Path:
 
     # Evaluations (written by the evaluator itself) of the val split: a perfect and a shifted prediction that record
     # what they scored (evaluation.json, for the overlays), and one that does not.
+    scored = {}
     for name, shift in (("perfect", 0), ("shifted", 3), ("unrecorded", 1)):
         pred_root = write_shifted_prediction(dataset_root, root / "predictions" / name, shift)
         evaluation = results / "evaluations" / name
-        evaluate_predictions(dataset_root, pred_root, split_list=dataset_root / "val.txt", progress=False).write(evaluation)
+        scored[name] = evaluate_predictions(dataset_root, pred_root, split_list=dataset_root / "val.txt", progress=False)
+        scored[name].write(evaluation)
         if name == "unrecorded":  # as written by an evaluator before evaluation.json existed
             (evaluation / "evaluation.json").unlink()
+
+    # The demo's closing table and stage gains, made by the demo's own functions from the evaluations above
+    # (the shifted prediction plays "fine-tuned, 20/-10", the perfect one "tuned per type").
+    from masseg_search.demo import GAINS_FILE, TABLE_FILE, _scores_row, object_jf, paired_gains
+
+    rows = {"fine-tuned, SAM2 20/-10": scored["shifted"], "fine-tuned, MASSeg 7.5/-4": scored["unrecorded"],
+            "fine-tuned, tuned per type": scored["perfect"]}
+    demo_table = pd.DataFrame([_scores_row(name, "fixture", result, 200, 0).__dict__ for name, result in rows.items()])
+    demo_table.to_csv(results / TABLE_FILE, index=False)
+    paired_gains({name: object_jf(result) for name, result in rows.items()}, 200, 0).to_csv(results / GAINS_FILE,
+                                                                                            index=False)
     return results
 
 

@@ -8,6 +8,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -57,8 +58,18 @@ def test_readers_understand_the_fixture(results_dir: Path) -> None:
 def test_report_has_every_section_with_local_images(results_dir: Path, tmp_path: Path) -> None:
     page = build_report(results_dir, tmp_path / "out" / "report.html")
     text = page.read_text()
-    for heading in ("Fine-tuning sweeps", "Mask scaling per scene type", "Ensemble", "Evaluations and worst videos"):
+    for heading in ("Demo: test J&amp;F per setting", "Fine-tuning sweeps", "Mask scaling per scene type", "Ensemble",
+                    "Evaluations and worst videos"):
         assert heading in text
+    # the demo's table with every row's interval, and each stage's paired gain with its verdict
+    demo_table = pd.read_csv(results_dir / "demo_table.csv")
+    for row in demo_table.itertuples():
+        assert f"{row.jf:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}]" in text
+    gains = pd.read_csv(results_dir / "demo_gains.csv").set_index("stage")
+    assert gains.loc["tune-mss per type vs 20/-10", "ci_low"] > 0  # perfect vs shifted by 3 px: a measured gain
+    assert "tune-mss per type vs 20/-10" in text and "measured" in text
+    assert (page.parent / "report_files" / "demo_table.png").is_file()
+    assert (page.parent / "report_files" / "demo_gains.png").is_file()
     assert "2 stopped early by ASHA: c0003, d0004" in text
     assert "<td>run_trial_a0001_0_lr=0.0003/checkpoint_000003" in text  # paths shown relative to the sweep
     assert "gain over its best member (single s12_b-6): +0.0150" in text
@@ -88,6 +99,7 @@ def test_missing_inputs_are_named(tmp_path: Path) -> None:
     text = build_report(empty).read_text()
     assert "No sweep found" in text and "masseg-search train-sweep" in text
     assert "No mask-scaling study found" in text and "No fusion choice found" in text and "No evaluation found" in text
+    assert 'id="demo"' not in text  # not a demo's folder: no demo section
 
 
 def test_malformed_inputs_are_errors_naming_the_file(results_dir: Path, tmp_path: Path) -> None:
@@ -103,6 +115,15 @@ def test_malformed_inputs_are_errors_naming_the_file(results_dir: Path, tmp_path
     with pytest.raises(MassegError, match="cannot read the table"):
         build_report(broken)
     shutil.rmtree(broken / "mss")
+    demo_table = (broken / "demo_table.csv").read_text()
+    (broken / "demo_table.csv").write_text("name,jf\nbase,0.5\n")
+    with pytest.raises(MassegError, match="no interval low column") as caught:
+        build_report(broken)
+    assert "demo_table.csv" in str(caught.value)
+    (broken / "demo_table.csv").write_text(demo_table.replace(",0.", ",zero.", 1))
+    with pytest.raises(MassegError, match="non-numeric values"):
+        build_report(broken)
+    (broken / "demo_table.csv").unlink()
     (broken / "evaluations" / "shifted" / "per_object.csv").write_text("Sequence,J-Mean\nv_1,0.5\n")
     with pytest.raises(MassegError, match="no F column") as caught:
         build_report(broken)
