@@ -110,10 +110,12 @@ class AugmentationProbabilities(Section):
 
 
 class TrainSection(Section):
-    """One fine-tuning run."""
+    """One fine-tuning run. Optimiser defaults are sam2's MOSE fine-tune yaml (sam2.1_hiera_b+_MOSE_finetune.yaml:
+    base lr 5e-6, vision lr 3e-6, layer decay 0.9, weight decay 0.1, cosine to a tenth, no warm-up); a tiny model
+    trained from random weights on a CPU needs about 3e-4 instead (DESIGN.md, configs/pretrain_base.yaml)."""
 
-    lr: float = Field(3e-4, gt=0)
-    vision_lr: float | None = Field(None, description="image-encoder lr; None = lr")
+    lr: float = Field(5e-6, gt=0)
+    vision_lr: float | None = Field(3e-6, description="image-encoder lr; None = lr")
     layer_decay: float = Field(0.9, gt=0, le=1)
     weight_decay: float = Field(0.1, ge=0)
     epochs: int = Field(4, ge=1)
@@ -122,7 +124,7 @@ class TrainSection(Section):
     num_frames: int = Field(6, ge=2)
     max_objects: int = Field(3, ge=1)
     grad_clip: float = Field(0.1, gt=0)
-    warmup_iterations: int = Field(20, ge=0)
+    warmup_iterations: int = Field(0, ge=0)
     amp: bool = True
     seed: int = 0
     num_workers: int = Field(0, ge=0)
@@ -175,7 +177,7 @@ class TrainSweepSection(Section):
     max_concurrent: int | None = Field(None, ge=1)
     storage: str = "results/sweeps"
     searcher: Literal["random", "optuna"] = "random"
-    optuna_storage: str | None = None
+    optuna_storage: str | None = Field(None, description="searcher optuna: its storage; None = mss.storage, else sqlite:///studies/val.db")
     seed: int = 0
 
 

@@ -201,6 +201,9 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     experiment = Path(cfg.train_sweep.storage) / sweep_name
     resume = tune.Tuner.can_restore(str(experiment))
     sweep = run_sweep(cfg, name=sweep_name, resume=resume)
+    if sweep.unfinished:  # interrupted (Ctrl-C, kill): later stages must not run on a partial sweep
+        raise MassegError(f"the sweep stopped with {sweep.unfinished} unfinished trials", sweep.experiment_dir,
+                          "rerun the demo with the same --out: it resumes the sweep where it stopped")
     if sweep.best_checkpoint is None:
         raise MassegError("the sweep finished without a checkpoint", sweep.experiment_dir, "see the trial logs there")
     tuned_checkpoint = str(sweep.best_checkpoint)

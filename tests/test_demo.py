@@ -125,3 +125,19 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     # a rerun resumes instead of redoing or refusing
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     assert pd.read_csv(out / "demo_table.csv")["jf"].tolist() == pytest.approx(table["jf"].tolist())
+
+
+def test_an_interrupted_sweep_stops_the_demo_before_later_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from masseg_search.demo import run_demo
+    from masseg_search.finetune import sweep as sweep_module
+
+    def interrupted_sweep(config, name, resume=False, **kwargs):
+        experiment = Path(config.train_sweep.storage) / name
+        return sweep_module.SweepResult(experiment, experiment / "results.csv", experiment / "results.parquet",
+                                        experiment / "checkpoint.pt", 0.5, 4, 2)
+
+    monkeypatch.setattr(sweep_module, "run_sweep", interrupted_sweep)
+    with pytest.raises(MassegError, match="2 unfinished trials") as caught:
+        run_demo(tmp_path / "demo", quick=True, progress=False)
+    assert "resumes the sweep" in caught.value.fix
+    assert not (tmp_path / "demo" / "mss").exists() and not (tmp_path / "demo" / "predictions").exists()

@@ -13,12 +13,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "augmentation probabilities, lr; dotted train keys) under Ray Tune with ASHA on validation J&F. Writes "
         "<storage>/<name>/ (default results/sweeps/<name>/): Ray's trials and checkpoints, results.csv and "
         "results.parquet (parameters, epochs run, best val J&F, checkpoint per trial) and best_checkpoint.txt, "
-        "kept current during the run. Ctrl-C stops it; --resume finishes it without rerunning finished trials.",
+        "kept current during the run. Ctrl-C or kill (SIGTERM) stops it after Ray saves its state (exit status 130); "
+        "--resume finishes it without rerunning finished trials. With train_sweep.searcher: optuna the trials are also "
+        "the Optuna study train-sweep-<name> in the project's Optuna storage (train_sweep.optuna_storage, else "
+        "mss.storage, else sqlite:///studies/val.db), beside the tune-mss studies in optuna-dashboard.",
     )
     parser.add_argument("--config", help="project config: a yaml path or a name under configs/ (default: demo)")
     parser.add_argument("--name", help="sweep name (default: train_sweep.name)")
     parser.add_argument("--samples", type=int, help="number of trials (default: train_sweep.samples)")
-    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; > 1 runs each trial data-parallel")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default train_sweep.gpus_per_trial); "
+                        "a whole number > 1 runs each trial data-parallel, one Ray Train worker per GPU")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (per worker when data-parallel)")
     parser.add_argument("--resume", action="store_true", help="restore the interrupted sweep of this name")
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
@@ -26,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the sweep and print where its table and best checkpoint are."""
+    """Run the sweep and print where its table and best checkpoint are (exit status 130 when interrupted)."""
+    import sys
+
     from masseg_search.config import load_config
     from masseg_search.finetune.clips import ensure_training_data
     from masseg_search.finetune.sweep import run_sweep
@@ -40,4 +46,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"best checkpoint: {result.best_checkpoint} (val J&F {result.best_val_jf:.4f})")
     else:
         print("no trial reported a validation score")
+    if result.optuna_storage:
+        print(f"optuna study train-sweep-{args.name or config.train_sweep.name}: "
+              f"optuna-dashboard {result.optuna_storage}")
+    if result.unfinished:
+        print(f"masseg-search: interrupted with {result.unfinished} trial(s) unfinished; finished trials are kept, "
+              "rerun with --resume to finish", file=sys.stderr)
+        return 130
     return 0

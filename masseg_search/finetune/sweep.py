@@ -9,18 +9,29 @@ through Ray Train's ``TorchTrainer`` (its reports flow back to Tune).
 
 Everything lives under ``<storage>/<name>/`` (default ``results/sweeps/<name>/``): Ray's experiment state and
 trial folders, ``results.csv`` / ``results.parquet`` (one row per trial: parameters, status, epochs run, best and
-last validation J&F, best checkpoint) and ``best_checkpoint.txt``, both rewritten after every reported epoch.
+last validation J&F, best checkpoint) and ``best_checkpoint.txt``, both rewritten after every reported epoch
+(with a URI storage such as ``s3://`` these two stay on the driver, under ``results/sweeps/<name>/``).
 ``resume=True`` restores an interrupted sweep with ``Tuner.restore`` (errored trials resumed; finished trials
-are kept, not rerun).
+are kept, not rerun). Ctrl-C (SIGINT), SIGUSR1 and, while :func:`run_sweep` runs, SIGTERM (plain ``kill``) stop
+the sweep after Tune saves its state one last time. A hard kill (SIGKILL, a lost machine) skips that save: Tune
+snapshots its state every 10 s or so, so what trials reported in those last seconds (at worst the final epoch of a
+trial that had just finished) is redone from each trial's previous checkpoint on ``--resume``.
+
+With ``train_sweep.searcher: optuna`` the trials are also an Optuna study ``train-sweep-<name>`` in the project's
+Optuna storage (``train_sweep.optuna_storage``, else ``mss.storage``, else ``sqlite:///studies/val.db``, the
+storage of tune-mss's default study), so ``optuna-dashboard`` shows it beside the MSS studies.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +47,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 TABLE_NAME = "results"
 BEST_FILE = "best_checkpoint.txt"
 DRIVER_CPUS = 0.01  # a data-parallel trial's own process (Ray refuses an empty resource request)
+DDP_TIMEOUT_S = 6 * 3600  # rank 0 validates alone while the other ranks wait in their next all-reduce: a 200-video
+# MOSE validation at 1024 px can outlast torch.distributed's default 30 minutes
+MSS_DEFAULT_STUDY = "val"  # tune-mss --study default: its storage is where the dashboard already looks
 
 
 @dataclass
@@ -48,6 +62,41 @@ class SweepResult:
     best_checkpoint: Path | None
     best_val_jf: float
     trials: int
+    unfinished: int = 0  # trials interrupted or never started (finish them with resume=True)
+    optuna_storage: str | None = None  # searcher optuna: its storage, as optuna-dashboard takes it
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """How one trial runs: in its own process (``workers`` 1) or as a TorchTrainer of ``workers`` DDP workers."""
+
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+    @property
+    def backend(self) -> str | None:
+        """The torch.distributed backend of a data-parallel trial (NCCL on GPUs, gloo on CPUs), else None."""
+        if self.workers == 1:
+            return None
+        return "nccl" if self.gpus_per_worker > 0 else "gloo"
+
+
+def trial_plan(gpus_per_trial: float, cpus_per_trial: float, workers_per_trial: int | None = None) -> TrialPlan:
+    """``--gpus-per-trial G``: G <= 1 is one process with G GPUs; G > 1 is G data-parallel workers with one GPU each
+    (``workers_per_trial`` overrides the count, e.g. 2 CPU workers on gloo with G = 0). ``cpus_per_trial`` is per
+    worker. Ray takes resource amounts above 1 in whole units only: anything else is refused here, with the fix."""
+    gpus = float(gpus_per_trial)
+    if gpus > 1 and not gpus.is_integer():
+        raise MassegError(f"--gpus-per-trial {gpus:g}: above 1 it must be a whole number (one data-parallel worker "
+                          "per GPU)", fix="use a fraction up to 1 (trials share a GPU) or a whole number of GPUs")
+    workers = workers_per_trial or (int(gpus) if gpus > 1 else 1)
+    per_worker = gpus / workers
+    if per_worker > 1 and not per_worker.is_integer():
+        raise MassegError(f"{gpus:g} GPUs over {workers} data-parallel workers is {per_worker:g} GPUs each, and Ray "
+                          "takes amounts above 1 in whole units only",
+                          fix="make train_sweep.workers_per_trial divide --gpus-per-trial, or leave it unset")
+    return TrialPlan(workers=workers, cpus_per_worker=float(cpus_per_trial), gpus_per_worker=per_worker)
 
 
 # ------------------------------------------------------------------------------------------ search space
@@ -190,12 +239,13 @@ def run_distributed_trial(params: dict[str, Any], base_config: dict[str, Any], w
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    plan = TrialPlan(workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     use_gpu = gpus_per_worker > 0
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"params": params, "base_config": base_config},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=plan.backend, timeout_s=DDP_TIMEOUT_S),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(name=tune.get_context().get_trial_id(), storage_path=storage_path,
                                        callbacks=[TuneReportCallback()],
@@ -418,15 +468,15 @@ def run_sweep(
     experiment_dir = Path(storage_path) / name if not _is_uri(storage) else Path("results/sweeps").resolve() / name
     space = search_space(section.space)
 
-    workers = section.workers_per_trial or (int(gpus) if gpus > 1 else 1)
+    plan = trial_plan(gpus, cpus, section.workers_per_trial)
     _connect(address, storage)
-    check_resources(gpus, cpus, workers)
+    check_resources(gpus, cpus, plan.workers)
 
     base_config = absolute_paths(config.model_dump(by_alias=True, exclude={"source"}))
     table = ResultsTable(experiment_dir, list(space), config.train.epochs)
-    if workers > 1:
-        function = tune.with_parameters(run_distributed_trial, base_config=base_config, workers=workers,
-                                        gpus_per_worker=gpus / workers, cpus_per_worker=cpus,
+    if plan.workers > 1:
+        function = tune.with_parameters(run_distributed_trial, base_config=base_config, workers=plan.workers,
+                                        gpus_per_worker=plan.gpus_per_worker, cpus_per_worker=plan.cpus_per_worker,
                                         storage_path=f"{storage_path.rstrip('/')}/{name}/train_runs")
         resources = {"cpu": DRIVER_CPUS}  # the trial only waits on the TorchTrainer; its workers hold the resources
     else:
@@ -435,6 +485,7 @@ def run_sweep(
     function = tune.with_resources(function, resources)
 
     experiment_path = f"{storage_path.rstrip('/')}/{name}"
+    optuna_url = optuna_storage_url(config) if section.searcher == "optuna" else None
     if resume:
         if not tune.Tuner.can_restore(experiment_path):
             raise MassegError("no sweep to resume here", experiment_path, "drop --resume to start it, or check --name")
@@ -451,7 +502,7 @@ def run_sweep(
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=config.train.epochs,
                                         grace_period=section.asha.grace_period,
                                         reduction_factor=section.asha.reduction_factor),
-                search_alg=_searcher(config, name),
+                search_alg=_searcher(config, name, optuna_url),
                 max_concurrent_trials=section.max_concurrent if section.searcher == "optuna" else None,
                 reuse_actors=True,  # a trial process keeps torch/sam2 imported for the next trial
             ),
@@ -464,17 +515,72 @@ def run_sweep(
                 verbose=1,
             ),
         )
-    results = tuner.fit()
+    with _sigterm_stops_gracefully():
+        results = tuner.fit()
     table = ResultsTable(experiment_dir, list(space), config.train.epochs)  # what the (maybe restored) callback wrote
     table.update_from_results(results)
     best_path, best_value = table.best()
-    log.info("sweep %s: %d trials, best val J&F %.4f at %s", name, len(results), best_value, best_path)
+    finished = results.num_terminated + results.num_errors
+    unfinished = max(expected_trials(config.train_sweep.space, samples) - finished, len(results) - finished)
+    log.info("sweep %s: %d trials (%d unfinished), best val J&F %.4f at %s", name, len(results), unfinished,
+             best_value, best_path)
     return SweepResult(experiment_dir, experiment_dir / f"{TABLE_NAME}.csv", experiment_dir / f"{TABLE_NAME}.parquet",
-                       Path(best_path) if best_path else None, best_value, len(results))
+                       Path(best_path) if best_path else None, best_value, len(results), unfinished,
+                       _dashboard_url(optuna_url) if optuna_url else None)
 
 
-def _searcher(config: ProjectConfig, name: str) -> Any:
-    """Tune's random search (seeded) or OptunaSearch writing to the project's Optuna storage."""
+def expected_trials(space: dict[str, SearchDimension], samples: int) -> int:
+    """How many trials a finished sweep has: ``samples`` times every combination of the ``grid`` dimensions."""
+    count = samples
+    for dimension in space.values():
+        if dimension.grid and dimension.choices is not None:
+            count *= len(dimension.choices)
+    return count
+
+
+@contextlib.contextmanager
+def _sigterm_stops_gracefully():
+    """While the sweep runs, SIGTERM does what Ctrl-C does: Tune saves its state one last time and stops (Tune
+    itself only catches SIGINT and SIGUSR1). A second SIGTERM ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        interrupt = signal.getsignal(signal.SIGINT)  # Tune's handler while fit() runs
+        if callable(interrupt):
+            interrupt(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def optuna_storage_url(config: ProjectConfig) -> str:
+    """The project's Optuna storage: ``train_sweep.optuna_storage``, else ``mss.storage``, else the storage of
+    tune-mss's default study (``sqlite:///studies/val.db``), the one the README's dashboard command opens."""
+    from masseg_search.mss.studies import default_storage_url
+
+    return config.train_sweep.optuna_storage or config.mss.storage or default_storage_url(MSS_DEFAULT_STUDY)
+
+
+def _dashboard_url(url: str) -> str:
+    """What optuna-dashboard takes for a storage string: the file of a journal, else the URL."""
+    from masseg_search.mss.studies import journal_path
+
+    journal = journal_path(url)
+    return str(journal) if journal is not None else url
+
+
+def _searcher(config: ProjectConfig, name: str, optuna_url: str | None = None) -> Any:
+    """Tune's random search (seeded) or OptunaSearch writing study ``train-sweep-<name>`` to the project's Optuna
+    storage (opened as tune-mss opens it: SQLite, ``journal:PATH`` files or PostgreSQL without a password)."""
     section = config.train_sweep
     if section.searcher == "random":
         from ray.tune.search import BasicVariantGenerator
@@ -482,10 +588,7 @@ def _searcher(config: ProjectConfig, name: str) -> Any:
         return BasicVariantGenerator(random_state=section.seed, max_concurrent=section.max_concurrent or 0)
     from ray.tune.search.optuna import OptunaSearch
 
-    storage = None
-    if section.optuna_storage:
-        import optuna
+    from masseg_search.mss.studies import open_storage
 
-        storage = optuna.storages.RDBStorage(section.optuna_storage) if "://" in section.optuna_storage else \
-            optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(section.optuna_storage))
+    storage = open_storage(optuna_url or optuna_storage_url(config), study=MSS_DEFAULT_STUDY).storage
     return OptunaSearch(metric=METRIC, mode="max", study_name=f"train-sweep-{name}", storage=storage, seed=section.seed)

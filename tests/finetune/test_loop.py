@@ -20,7 +20,7 @@ def tiny_config(dataset: Path, checkpoint: Path, epochs: int = 2) -> ProjectConf
         "model": {"config": "tiny64", "checkpoint": str(checkpoint), "device": "cpu"},
         "data": {"root": str(dataset), "synth": None},
         "train": {"epochs": epochs, "iterations_per_epoch": 3, "num_frames": 4, "max_objects": 3,
-                  "warmup_iterations": 1, "val_videos": 2, "lr": 3e-4},
+                  "warmup_iterations": 1, "val_videos": 2, "lr": 3e-4, "vision_lr": None},
     })
 
 

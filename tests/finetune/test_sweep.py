@@ -1,5 +1,5 @@
 """The Ray Tune sweep on a local 2-CPU Ray with the tiny model: ASHA, failure retries, kill + resume, the results
-table, the GPU check, shared storage for clusters, and data-parallel trials (slow)."""
+table, the GPU check, shared storage for clusters, the Optuna searcher, and data-parallel trials (slow)."""
 from __future__ import annotations
 
 import json
@@ -40,7 +40,7 @@ def sweep_values(dataset: Path, checkpoint: Path, storage: Path, space: dict, **
         "model": {"config": "tiny64", "checkpoint": str(checkpoint), "device": "cpu"},
         "data": {"root": str(dataset), "synth": None},
         "train": {"epochs": 2, "iterations_per_epoch": 4, "num_frames": 4, "max_objects": 3, "warmup_iterations": 1,
-                  "val_videos": 2, "lr": 3e-4},
+                  "val_videos": 2, "lr": 3e-4, "vision_lr": None},
         "train_sweep": {"name": "test", "samples": 1, "storage": str(storage), "space": space, "max_concurrent": 1,
                         "asha": {"grace_period": 1, "reduction_factor": 2}, **sweep},
     }
@@ -113,22 +113,28 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(ray_session, tiny_
     config_path.write_text(yaml.safe_dump(values))
     table_path = tmp_path / "killed" / "results.csv"
     command = [sys.executable, "-m", "masseg_search", "train-sweep", "--config", str(config_path), "--name", "killed"]
-    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # wait until one trial has finished, then interrupt (Ctrl-C)
+        while time.monotonic() < deadline:  # wait until one trial has finished, then kill (plain `kill`: SIGTERM)
             if table_path.is_file() and (pd.read_csv(table_path)["status"] == "TERMINATED").any():
                 break
             assert process.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(0.5)
         else:
             pytest.fail("no trial finished in time")
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=120) is not None
+        # kept current during the run: the best checkpoint so far is named and on disk
+        best_so_far = Path((tmp_path / "killed" / "best_checkpoint.txt").read_text().strip())
+        assert best_so_far.is_file()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 130  # stopped after Tune saved its state, and says so
     finally:
         if process.poll() is None:
             process.kill()
+    assert "--resume" in stderr_path.read_text()
     before = pd.read_csv(table_path).set_index("trial_id")
     finished = before.index[before["status"] == "TERMINATED"].tolist()
     assert 1 <= len(finished) < 3
@@ -143,11 +149,38 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(ray_session, tiny_
         assert len(pd.read_csv(next((tmp_path / "killed").glob(f"*{trial_id}*/progress.csv")))) == epochs_before[trial_id]
 
 
-def test_a_gpu_trial_on_a_cluster_without_gpus_fails_before_scheduling(ray_session, tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+def test_a_gpu_trial_on_a_cluster_without_gpus_fails_before_scheduling(ray_session, tiny_dataset, tiny_checkpoint, tmp_path,
+                                                                      capsys) -> None:
+    from masseg_search.cli import main
+
     values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"choices": [1.0]}}, gpus_per_trial=1)
     with pytest.raises(MassegError, match="GPU"):
         run_sweep(config_from_dict(values), name="gpu")
     assert not (tmp_path / "gpu").exists()
+    # the data-parallel request from the command line: the same error, at once, nothing written
+    config_path = tmp_path / "sweep.yaml"
+    config_path.write_text(yaml.safe_dump(values))
+    started = time.monotonic()
+    assert main(["train-sweep", "--config", str(config_path), "--name", "gpu2", "--gpus-per-trial", "2"]) == 1
+    assert time.monotonic() - started < 30
+    error = capsys.readouterr().err
+    assert "asks for 2 GPU(s) but the Ray cluster has 0" in error and "--gpus-per-trial 0" in error
+    assert not (tmp_path / "gpu2").exists()
+
+
+def test_gpus_per_trial_plans_one_process_or_data_parallel_workers() -> None:
+    plan = sweep_module.trial_plan(2, 4)  # --gpus-per-trial 2: two DDP workers with a GPU each, on NCCL
+    assert (plan.workers, plan.gpus_per_worker, plan.cpus_per_worker, plan.backend) == (2, 1.0, 4.0, "nccl")
+    plan = sweep_module.trial_plan(1, 8)
+    assert (plan.workers, plan.gpus_per_worker, plan.backend) == (1, 1.0, None)
+    plan = sweep_module.trial_plan(0.5, 1)  # two trials share a GPU
+    assert (plan.workers, plan.gpus_per_worker, plan.backend) == (1, 0.5, None)
+    plan = sweep_module.trial_plan(0, 0.5, workers_per_trial=2)  # what the gloo test below runs
+    assert (plan.workers, plan.gpus_per_worker, plan.backend) == (2, 0.0, "gloo")
+    with pytest.raises(MassegError, match="whole number"):
+        sweep_module.trial_plan(1.5, 1)
+    with pytest.raises(MassegError, match="workers_per_trial"):
+        sweep_module.trial_plan(3, 1, workers_per_trial=2)
 
 
 def test_a_remote_cluster_needs_shared_storage(tiny_dataset, tiny_checkpoint, tmp_path) -> None:
@@ -177,15 +210,46 @@ def test_data_parallel_trial_with_two_cpu_workers_on_gloo(ray_session, tiny_data
     assert (result.experiment_dir / "train_runs") in result.best_checkpoint.parents  # stored by Ray Train's rank 0
 
 
-def test_optuna_searcher_writes_to_the_project_optuna_storage(tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+def test_optuna_storage_is_the_project_one(tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    space = {"loss.dice": {"low": 0.5, "high": 2.0, "log": True}}
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, space, searcher="optuna")
+    assert sweep_module.optuna_storage_url(config_from_dict(values)) == "sqlite:///studies/val.db"  # tune-mss's default
+    values["mss"] = {"storage": "journal:studies/shared.log"}
+    assert sweep_module.optuna_storage_url(config_from_dict(values)) == "journal:studies/shared.log"
+    values["train_sweep"]["optuna_storage"] = "sqlite:///elsewhere.db"
+    assert sweep_module.optuna_storage_url(config_from_dict(values)) == "sqlite:///elsewhere.db"
+
+
+def test_optuna_searcher_records_trials_in_a_journal_storage(tiny_dataset, tiny_checkpoint, tmp_path) -> None:
     import optuna
 
-    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    journal = tmp_path / "studies" / "val.log"
     values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"low": 0.5, "high": 2.0, "log": True}},
-                          searcher="optuna", optuna_storage=storage)
+                          searcher="optuna", optuna_storage=f"journal:{journal}")  # as tune-mss writes it
     config = config_from_dict(values)
     searcher = sweep_module._searcher(config, "opt")
     searcher.set_search_properties("val_jf", "max", sweep_module.search_space(config.train_sweep.space))
     suggestion = searcher.suggest("trial-1")
     assert 0.5 <= suggestion["loss.dice"] <= 2.0
-    assert "train-sweep-opt" in optuna.get_all_study_names(storage)
+    searcher.on_trial_complete("trial-1", {"val_jf": 0.25, "training_iteration": 2})
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    (trial,) = optuna.load_study(study_name="train-sweep-opt", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.25
+    assert trial.params["loss.dice"] == suggestion["loss.dice"]
+
+
+@pytest.mark.slow
+def test_optuna_sweep_shows_its_trials_in_the_storage(ray_session, tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'studies' / 'val.db'}"
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"low": 0.5, "high": 2.0, "log": True}},
+                          searcher="optuna", optuna_storage=storage, samples=2)
+    values["train"].update(epochs=1, iterations_per_epoch=2)
+    result = run_sweep(config_from_dict(values), name="optuna")
+    assert result.unfinished == 0 and result.optuna_storage == storage
+    table = pd.read_csv(result.table_csv).set_index("loss.dice")
+    trials = optuna.load_study(study_name="train-sweep-optuna", storage=storage).trials
+    assert [trial.state for trial in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for trial in trials:  # Optuna holds each trial's final val J&F, the table's last value for those parameters
+        assert trial.value == pytest.approx(table.loc[trial.params["loss.dice"], "last_val_jf"])
