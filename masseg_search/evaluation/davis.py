@@ -27,15 +27,17 @@ Where this differs from the official code, on purpose:
 Speed (bit-identical to the plain full-frame definition, which :func:`score_frame_plain` implements): per object
 the work is done on the bounding box of G | P grown by one pixel, which holds every boundary pixel of both masks;
 dilation ignores pixels outside the image, so dilating only that crop changes no value that is read. The boxes
-come without a pass per object over the frame (:func:`object_boxes_tight`: row and column projections split the
-non-zero pixels into islands, and an island whose masks each hold one id is that id's box). Then, for DAVIS's
-integer radii, masks, boundaries and the dilation are Python ints of packed bits (:func:`_score_object_packed`):
-the boundary is three shifted XORs, the disk a union of centred rectangles dilated by shifted ORs, and the counts
-are popcounts. The ``uint8`` crop path (:func:`object_frames`, :func:`boundary_f`: a 2x2 morphological gradient,
-which with OpenCV's ignore-the-outside border gives exactly the ``seg2bmap`` edge rules, then a dilation of the
-crop or an integral image queried at the boundary pixels) serves MOSEv2's off-centre disks and the explicit
-``dilate``/``integral`` matchers. J and F of the fast path equal the plain path's bit for bit (property-tested)
-and the official code's (checked on synthetic and random sequences, 37x53 to 1080p, void pixels included).
+come without a pass per object over the frame (:func:`_object_boxes_and_check`): an XY cut of the non-zero pixels
+of G | P along empty rows and columns (:func:`_pieces`) gives pieces, and a piece where each mask holds one id is
+that id's box; the same pass finds predicted ids that are no object, so the evaluator needs no separate check.
+Then, for DAVIS's integer radii, masks, boundaries and the dilation are Python ints of packed bits
+(:mod:`masseg_search.evaluation.packed`): the boundary is a few shifted XORs, the disk a union of centred
+rectangles dilated by shifted ORs, and the counts are popcounts. The ``uint8`` crop path (:func:`object_frames`,
+:func:`boundary_f`: a 2x2 morphological gradient, which with OpenCV's ignore-the-outside border gives exactly the
+``seg2bmap`` edge rules, then a dilation of the crop or an integral image queried at the boundary pixels) serves
+MOSEv2's off-centre disks and the explicit ``dilate``/``integral`` matchers. J and F of the fast path equal the
+plain path's bit for bit (property-tested) and the official code's (checked on synthetic and random sequences,
+37x53 to 1080p, void pixels included).
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ import cv2
 import numpy as np
 
 from masseg_search.errors import MassegError
+from masseg_search.evaluation import packed
 
 BOUNDARY_THRESHOLD = 0.008
 VOID_ID = 255
@@ -209,137 +212,29 @@ def boundary_f(pred_boundary: np.ndarray, gt_boundary: np.ndarray, radius: float
 
 
 # ------------------------------------------------------------------------------------------ packed-bit matching
-@dataclass(frozen=True)
-class _BitProgram:
-    """How to dilate a packed bit image by a symmetric disk (a union of centred rectangles ``(w_i, h_i)``, widths
-    falling as heights rise): widen the source row-wise rectangle by rectangle, then join the widened copies from the
-    tallest down, each join growing the running union by the height step (Horner's scheme). Every growth is a run
-    of ``bits |= bits << s`` (s at most the run length so far), so the result is shifted left by a known offset.
-    """
-
-    pad: int  # free columns a row needs on its right: the widest half width (at least 1)
-    widths: tuple[int, ...]  # half widths, narrowest first
-    horizontal: tuple[tuple[int, ...], ...]  # per rectangle, narrowest first: shifts that widen the previous one
-    vertical: tuple[tuple[tuple[int, ...], int], ...]  # per join: (shifts in rows, rows added to the centre offset)
-
-
-def _doubling_shifts(start: int, target: int) -> tuple[int, ...]:
-    """Shifts that grow a run of ``start`` ones to ``target`` ones by ``run |= run << s`` (few steps, no holes)."""
-    shifts, length = [], start
-    while length < target:
-        shifts.append(min(length, target - length))
-        length += shifts[-1]
-    return tuple(shifts)
-
-
 @functools.lru_cache(maxsize=64)
-def _bit_program(radius: float) -> _BitProgram | None:
+def _bit_program(radius: float) -> packed.BitProgram | None:
     """The packed-bit dilation program for a disk of ``radius``; None when the disk is not a union of centred
     rectangles (MOSEv2's off-centre disks of non-integer radius)."""
     plan = _footprint_plan(radius)
     if plan.half_widths is None:
         return None
-    widths = [int(w) for w in plan.half_widths][::-1]  # narrowest (tallest) first
-    heights = [int(h) for h in plan.half_heights][::-1]
-    horizontal, run = [], 1
-    for half_width in widths:
-        horizontal.append(_doubling_shifts(run, 2 * half_width + 1))
-        run = 2 * half_width + 1
-    # joins: between consecutive rectangles, then the last rectangle's own height (0 for a disk's centre row)
-    steps = [heights[i - 1] - heights[i] for i in range(1, len(heights))] + [heights[-1]]
-    vertical = tuple((_doubling_shifts(1, 2 * step + 1), step) for step in steps)
-    return _BitProgram(max(widths[-1], 1), tuple(widths), tuple(horizontal), vertical)
-
-
-def dilate_packed(bits: int, stride: int, program: _BitProgram) -> int:
-    """Dilate a bit image packed row by row into an int (pixel (y, x) is bit ``y * stride + x``) by the program's disk.
-
-    Exact where every run of image columns in a row is followed by at least ``program.pad`` zero columns before
-    the next columns that matter (the next row's, or another image's laid beside it): the sideways spill lands only
-    there. Spill beyond the last row is kept, spill above row 0 dropped.
-    """
-    widened, value = [], bits
-    for shifts in program.horizontal:
-        for shift in shifts:
-            value |= value << shift
-        widened.append(value)
-    # widened[i] holds rectangle i's rows shifted left by its half width; the union is shifted by ``offset``
-    union, offset = widened[0], program.widths[0]
-    for index, (shifts, rows) in enumerate(program.vertical, start=1):
-        for shift in shifts:
-            union |= union << (shift * stride)
-        offset += rows * stride
-        if index < len(widened):
-            union |= widened[index] << (offset - program.widths[index])
-    return union >> offset
-
-
-def _first_halves(rows: int, half_bytes: int) -> int:
-    """Bits of the first half of every double row (G's side of the layout of :func:`_score_object_packed`)."""
-    return int.from_bytes((b"\xff" * half_bytes + bytes(half_bytes)) * rows, "little")
-
-
-def _double_row_mask(row_start: int, row_stop: int, col_start: int, col_stop: int, half_bytes: int) -> int:
-    """Bits of rows ``[row_start, row_stop)`` x columns ``[col_start, col_stop)`` of both halves of the
-    side-by-side layout (``half_bytes`` bytes a half)."""
-    half = (((1 << (col_stop - col_start)) - 1) << col_start).to_bytes(half_bytes, "little")
-    return int.from_bytes((half + half) * (row_stop - row_start), "little") << (row_start * 16 * half_bytes)
+    return packed.bit_program(plan.half_widths, plan.half_heights)
 
 
 def _score_object_packed(
-    gt: np.ndarray, pred: np.ndarray, object_id: int, box: tuple[int, int, int, int], program: _BitProgram
+    gt: np.ndarray,
+    pred: np.ndarray,
+    object_id: int,
+    box: tuple[int, int, int, int],
+    program: packed.BitProgram,
+    workspace: Workspace | None = None,
 ) -> tuple[float, float]:
-    """(J, F) of one object from the tight bounding box ``(y0, y1, x0, x1)`` of its G | P, with every mask,
-    boundary and dilation held as Python ints of packed bits (one bit a pixel; CPython's big-int shifts, ORs and
-    popcounts run over 30-bit digits: far fewer operations than a byte-per-pixel dilation by a ~200-point disk).
-
-    Layout: the box grown by one pixel on every side (``rows`` x ``cols``, possibly beyond the image), one double
-    row per row: ``stride`` bits of G then ``stride`` bits of P, each ``cols`` crop columns then free ones.
-    Boundary (``seg2bmap``): a pixel differs from its right, lower or lower-right neighbour, read from the packed
-    int shifted by 1, ``2 stride`` and ``2 stride + 1``. On the image's last column or row the rule only looks
-    inside the image: replicating that column (row) into the grown one makes the missing comparisons equal, which
-    is exactly the rule; grown rows and columns outside the image are then masked off. Matching: the dilated
-    boundaries ANDed with the boundaries swapped between the halves count matched P pixels in G's half and
-    matched G pixels in P's half.
-    """
-    y0, y1, x0, x1 = box
-    height, width = gt.shape
-    rows, cols = y1 - y0 + 2, x1 - x0 + 2
-    half_bytes = (cols + program.pad + 7) >> 3
-    stride = half_bytes << 3
-    at_top, at_bottom, at_left, at_right = y0 == 0, y1 == height, x0 == 0, x1 == width
-    top, left = y0 - 1 + at_top, x0 - 1 + at_left  # the grown box's part inside the image
-    bottom, right = y1 + 1 - at_bottom, x1 + 1 - at_right
-    canvas = np.zeros((rows, 2, stride), dtype=np.bool_)
-    inside = (slice(at_top, rows - at_bottom), slice(at_left, cols - at_right))
-    np.equal(gt[top:bottom, left:right], object_id, out=canvas[inside[0], 0, inside[1]])
-    np.equal(pred[top:bottom, left:right], object_id, out=canvas[inside[0], 1, inside[1]])
-    packed = int.from_bytes(np.packbits(canvas, bitorder="little"), "little")
-    row_stride = 2 * stride
-    if at_right:
-        packed |= (packed & _double_row_mask(0, rows, cols - 2, cols - 1, half_bytes)) << 1
-    if at_bottom:  # after the column, so the corner copy equals the corner: it is never a boundary pixel
-        packed |= (packed & (((1 << row_stride) - 1) << ((rows - 2) * row_stride))) << row_stride
-    boundary = (packed ^ (packed >> 1)) | (packed ^ (packed >> row_stride)) | (packed ^ (packed >> (row_stride + 1)))
-    # grown rows/columns outside the image hold copies (right, bottom) or see a set pixel as a differing
-    # "neighbour" that the image does not have (top, left)
-    if at_top or at_bottom or at_left or at_right:
-        valid = _double_row_mask(at_top, rows - at_bottom, at_left, cols - at_right, half_bytes)
-        boundary &= valid
-        packed &= valid
-    first = _first_halves(rows, half_bytes)
-    both_areas = packed.bit_count()
-    intersection = (packed & (packed >> stride) & first).bit_count()
-    j_value = jaccard_from_counts(intersection, both_areas - intersection)
-    gt_boundary = boundary & first
-    gt_count = gt_boundary.bit_count()
-    pred_count = boundary.bit_count() - gt_count
-    if pred_count == 0 or gt_count == 0:
-        return j_value, f_measure_from_counts(pred_count, gt_count, 0, 0)
-    swapped = (gt_boundary << stride) | ((boundary >> stride) & first)
-    matched = dilate_packed(boundary, row_stride, program) & swapped
-    pred_matched = (matched & first).bit_count()
-    return j_value, f_measure_from_counts(pred_count, gt_count, pred_matched, matched.bit_count() - pred_matched)
+    """(J, F) of one object from a box holding its G | P, by the packed-bit kernel (:func:`packed.object_counts`)."""
+    zeroed = None if workspace is None else workspace.zeroed
+    counts = packed.object_counts(gt, pred, object_id, box, program, zeroed)
+    intersection, union, pred_count, gt_count, pred_matched, gt_matched = counts
+    return jaccard_from_counts(intersection, union), f_measure_from_counts(pred_count, gt_count, pred_matched, gt_matched)
 
 
 # ---------------------------------------------------------------------------------------------- per-object crops
@@ -362,10 +257,12 @@ _EMPTY_OBJECT = ObjectFrame(0, 0, 0, None, None)
 
 
 class Workspace:
-    """A frame-sized scratch buffer reused from frame to frame (fresh large arrays cost page faults every time)."""
+    """Scratch buffers reused from frame to frame and object to object (fresh arrays cost allocation, zeroing and
+    cache misses every time)."""
 
     def __init__(self) -> None:
         self.storage = np.empty(0, dtype=np.uint8)
+        self.canvas_storage = np.empty(0, dtype=np.bool_)
 
     def scratch(self, shape: tuple[int, int]) -> np.ndarray:
         """A ``uint8`` array of ``shape`` (contents undefined, valid until the next call)."""
@@ -374,19 +271,110 @@ class Workspace:
             self.storage = np.empty(size, dtype=np.uint8)
         return self.storage[:size].reshape(shape)
 
-
-def _projection(labels: np.ndarray, axis: int) -> np.ndarray:
-    """Sums of a ``uint8`` image along ``axis`` (0: one per column, 1: one per row) as ``int32``."""
-    return cv2.reduce(labels, axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S)
+    def zeroed(self, shape: tuple[int, int]) -> np.ndarray:
+        """An all-False ``bool`` array of ``shape`` (valid until the next call; separate from :meth:`scratch`)."""
+        size = shape[0] * shape[1]
+        if self.canvas_storage.size < size:
+            self.canvas_storage = np.empty(max(size, 2 * self.canvas_storage.size), dtype=np.bool_)
+        canvas = self.canvas_storage[:size]
+        canvas.fill(False)
+        return canvas.reshape(shape)
 
 
 _NONZERO_RUN = re.compile(rb"[^\x00]+")
 
 
 def _runs(projection: np.ndarray) -> list[tuple[int, int]]:
-    """``(start, stop)`` of every maximal run of non-zero entries of a projection (found by the C regex engine:
-    a handful of NumPy calls costs more here)."""
-    return [match.span() for match in _NONZERO_RUN.finditer((projection != 0).tobytes())]
+    """``(start, stop)`` of every maximal run of non-zero entries of a one-byte-per-entry projection (``bool`` or
+    ``uint8``), found by the C regex engine: a handful of NumPy calls costs more here."""
+    return [match.span() for match in _NONZERO_RUN.finditer(projection.tobytes())]
+
+
+def _pieces(gt: np.ndarray, pred: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Tight boxes ``(y0, y1, x0, x1)`` of the non-zero pixels of G | P, cut apart along empty rows and columns
+    (an XY cut): a piece's projection on either axis is one run, and together the pieces hold every such pixel.
+
+    Each cut projects a piece on one axis (row sums or column ORs of G and of P, combined: no G | P image is
+    written) and splits it at its empty lines; a piece cut into several is re-checked on the other axis, one left whole is final once the
+    other axis was tight too. The first cut reads both frames once; later ones read only their piece.
+    """
+    if not gt.size:
+        return []
+    reduce, bitwise_or = cv2.reduce, np.bitwise_or.reduce
+    pieces = []
+    todo = [(0, gt.shape[0], 0, gt.shape[1], 1, False)]  # box, axis to project on (1: rows, 0: columns), other axis tight
+    while todo:
+        y0, y1, x0, x1, axis, other_tight = todo.pop()
+        if axis == 1:  # row sums: OpenCV's reduction is the fastest along rows
+            projection = reduce(gt[y0:y1, x0:x1], 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)
+            projection += reduce(pred[y0:y1, x0:x1], 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)
+            projection = projection.astype(np.bool_)
+        else:  # column ORs: NumPy ORs whole rows into one (OpenCV's column sums cost twice as much here)
+            projection = bitwise_or(gt[y0:y1, x0:x1], axis=0) | bitwise_or(pred[y0:y1, x0:x1], axis=0)
+        runs = _runs(projection)
+        if len(runs) == 1 and other_tight:
+            a, b = runs[0]
+            pieces.append((y0 + a, y0 + b, x0, x1) if axis == 1 else (y0, y1, x0 + a, x0 + b))
+        elif axis == 1:
+            todo.extend((y0 + a, y0 + b, x0, x1, 0, True) for a, b in runs)
+        else:
+            todo.extend((y0, y1, x0 + a, x0 + b, 1, True) for a, b in runs)
+    return pieces
+
+
+def _object_boxes_and_check(
+    gt: np.ndarray, pred: np.ndarray, object_ids: Sequence[int], workspace: Workspace | None = None
+) -> tuple[list[tuple[int, int, int, int] | None], bool]:
+    """(:func:`object_boxes_tight`'s boxes, whether P holds a non-zero id that is not in ``object_ids``).
+
+    Every non-zero pixel lies in one piece (:func:`_pieces`); each mask's least and greatest non-zero id in a piece
+    is read. A piece where G and P hold one and the same id (or one of them nothing) is that id's box. Elsewhere a
+    mask holding one id gives it its own bounding rectangle, and where ids mix each candidate id (between the least
+    and the greatest) is located by a comparison inside the piece; the predicted pixels those comparisons find
+    must be all of P's there, else P holds an id that is no object (counted only when some id in that range is
+    no object).
+    """
+    workspace = workspace or Workspace()
+    boxes: dict[int, list[int]] = {}
+    wanted = set(int(object_id) for object_id in object_ids)
+    unknown = False
+
+    def add(object_id: int, y0: int, y1: int, x0: int, x1: int) -> None:
+        box = boxes.setdefault(object_id, [y0, y1, x0, x1])
+        box[0], box[1], box[2], box[3] = min(box[0], y0), max(box[1], y1), min(box[2], x0), max(box[3], x1)
+
+    for y0, y1, x0, x1 in _pieces(gt, pred):
+        sides = gt[y0:y1, x0:x1], pred[y0:y1, x0:x1]
+        extremes = [cv2.minMaxLoc(labels, labels)[:2] for labels in sides]  # over non-zero pixels; (0, 0) if none
+        (g_low, g_high), (p_low, p_high) = extremes
+        if g_low == g_high and p_low == p_high and (not g_high or not p_high or g_high == p_high):
+            object_id = int(g_high or p_high)
+            unknown = unknown or (p_high and object_id not in wanted)
+            if object_id in wanted:
+                add(object_id, y0, y1, x0, x1)
+            continue
+        for predicted, labels, (lowest, highest) in zip((False, True), sides, extremes):
+            if not highest:
+                continue
+            if lowest == highest:
+                unknown = unknown or (predicted and int(highest) not in wanted)
+                if int(highest) in wanted:
+                    x, y, w, h = cv2.boundingRect(labels)
+                    add(int(highest), y0 + y, y0 + y + h, x0 + x, x0 + x + w)
+                continue
+            candidates = [object_id for object_id in wanted if lowest <= object_id <= highest]
+            # predicted pixels must all be objects: certain when every id from the least to the greatest is one
+            count_found = predicted and not unknown and len(candidates) <= highest - lowest
+            equal = workspace.scratch(labels.shape)
+            found = 0
+            for object_id in candidates:
+                cv2.compare(labels, object_id, cv2.CMP_EQ, dst=equal)
+                bx, by, bw, bh = cv2.boundingRect(equal)
+                if bw:
+                    add(object_id, y0 + by, y0 + by + bh, x0 + bx, x0 + bx + bw)
+                    found += cv2.countNonZero(equal) if count_found else 0
+            unknown = unknown or (count_found and found != cv2.countNonZero(labels))
+    return [tuple(boxes[object_id]) if object_id in boxes else None for object_id in (int(i) for i in object_ids)], bool(unknown)
 
 
 def object_boxes_tight(
@@ -394,48 +382,11 @@ def object_boxes_tight(
 ) -> list[tuple[int, int, int, int] | None]:
     """Per object, the tight bounding box ``(y0, y1, x0, x1)`` of its G | P; None when it is in neither mask.
 
-    Without a pass per object over the frame: the non-zero pixels of G | P are split into islands (the runs of
-    non-empty rows, then within each the runs of non-empty columns), and each mask's least and greatest non-zero
-    id in an island is read. An island whose non-zero pixels all hold one id gives that id a box at once (the
-    island itself when it is the band's only one, which makes it tight); only where ids mix is each candidate id
-    (between the least and the greatest) located by a comparison, inside that island.
+    Without a pass per object over the frame: the non-zero pixels of G | P are cut into pieces along empty rows
+    and columns (:func:`_pieces`), and only pieces where ids mix are compared id by id
+    (:func:`_object_boxes_and_check`).
     """
-    workspace = workspace or Workspace()
-    boxes: dict[int, list[int]] = {}
-    wanted = set(int(object_id) for object_id in object_ids)
-
-    def add(object_id: int, y0: int, y1: int, x0: int, x1: int) -> None:
-        box = boxes.setdefault(object_id, [y0, y1, x0, x1])
-        box[0], box[1], box[2], box[3] = min(box[0], y0), max(box[1], y1), min(box[2], x0), max(box[3], x1)
-
-    # projections of G | P as sums of G's and P's (no frame-sized buffer written: less cache evicted)
-    for row0, row1 in _runs(_projection(gt, 1) + _projection(pred, 1)):
-        column_runs = _runs(_projection(gt[row0:row1], 0) + _projection(pred[row0:row1], 0))
-        for col0, col1 in column_runs:
-            islands = gt[row0:row1, col0:col1], pred[row0:row1, col0:col1]
-            extremes = [cv2.minMaxLoc(labels, labels)[:2] for labels in islands]  # over non-zero pixels; (0, 0) if none
-            seen = {int(value) for lowest, highest in extremes if highest for value in (lowest, highest)}
-            if len(column_runs) == 1 and len(seen) == 1 and all(lowest == highest for lowest, highest in extremes):
-                object_id = seen.pop()
-                if object_id in wanted:
-                    add(object_id, row0, row1, col0, col1)
-                continue
-            for labels, (lowest, highest) in zip(islands, extremes):
-                if not highest:
-                    continue
-                x, y, w, h = cv2.boundingRect(labels)
-                if lowest == highest:
-                    if int(lowest) in wanted:
-                        add(int(lowest), row0 + y, row0 + y + h, col0 + x, col0 + x + w)
-                    continue
-                labels = labels[y : y + h, x : x + w]
-                equal = workspace.scratch(labels.shape)
-                for object_id in wanted:
-                    if lowest <= object_id <= highest:
-                        bx, by, bw, bh = cv2.boundingRect(cv2.compare(labels, object_id, cv2.CMP_EQ, dst=equal))
-                        if bw:
-                            add(object_id, row0 + y + by, row0 + y + by + bh, col0 + x + bx, col0 + x + bx + bw)
-    return [tuple(boxes[object_id]) if object_id in boxes else None for object_id in (int(i) for i in object_ids)]
+    return _object_boxes_and_check(gt, pred, object_ids, workspace)[0]
 
 
 def object_boxes(
@@ -500,24 +451,35 @@ def score_frame_fast(
     radius: float,
     matcher: str = "auto",
     workspace: Workspace | None = None,
+    check_ids: bool = False,
+    where: str | Path | None = None,
 ) -> tuple[list[float], list[float]]:
     """(J per object, F per object) of one frame, DAVIS rules, on per-object crops (``radius``: boundary_radius).
 
     ``matcher``: ``"bits"`` (packed-bit masks and dilation, symmetric disks only: every integer radius),
     ``"dilate"`` or ``"integral"`` (``uint8`` crops, see :func:`boundary_f`), or ``"auto"`` (``bits`` where it
-    applies, else :func:`boundary_f`'s choice). All are exact.
+    applies, else :func:`boundary_f`'s choice). All are exact. ``check_ids``: first raise as
+    :func:`check_prediction_ids` does (naming ``where``) when ``pred`` holds an id that is not an object; the
+    ``bits`` path sees that in its box pass, at no extra pass over the frame.
     """
     if matcher in ("auto", "bits"):
         program = _bit_program(float(radius))
         if program is not None:
+            workspace = workspace or Workspace()
+            boxes, unknown = _object_boxes_and_check(gt, pred, object_ids, workspace)
+            if check_ids and unknown:
+                check_prediction_ids(pred, object_ids, where)
+                raise RuntimeError("the box pass found a predicted id that is no object, check_prediction_ids did not")
             j_values, f_values = [], []
-            for object_id, box in zip(object_ids, object_boxes_tight(gt, pred, object_ids, workspace)):
-                j_value, f_value = (1.0, 1.0) if box is None else _score_object_packed(gt, pred, object_id, box, program)
+            for object_id, box in zip(object_ids, boxes):
+                j_value, f_value = (1.0, 1.0) if box is None else _score_object_packed(gt, pred, object_id, box, program, workspace)
                 j_values.append(j_value)
                 f_values.append(f_value)
             return j_values, f_values
         if matcher == "bits":
             raise ValueError(f"the disk of radius {radius} is not a union of centred rectangles: use matcher='dilate'")
+    if check_ids:
+        check_prediction_ids(pred, object_ids, where)
     j_values, f_values = [], []
     for measured in object_frames(gt, pred, object_ids, workspace):
         j_values.append(jaccard_from_counts(measured.intersection, measured.union))
@@ -669,12 +631,20 @@ class FrameScorer:
         self.j_rows: list[list[float]] = []
         self.f_rows: list[list[float]] = []
 
-    def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        """Score one frame (gt: ground-truth ids, void allowed; pred: predicted ids), appending its values."""
+    def add(self, gt: np.ndarray, pred: np.ndarray, check_ids: bool = False, where: str | Path | None = None) -> None:
+        """Score one frame (gt: ground-truth ids, void allowed; pred: predicted ids), appending its values.
+
+        ``check_ids``: first raise as :func:`check_prediction_ids` does (naming ``where``) when ``pred`` holds an id
+        that is not an object (the fast path finds that while it scores).
+        """
         # Void (255) and ids outside the object list need no special case: ``gt == object_id`` never matches them.
         if self.method == "fast":
-            j_values, f_values = score_frame_fast(gt, pred, self.object_ids, self.radius, workspace=self.workspace)
+            j_values, f_values = score_frame_fast(
+                gt, pred, self.object_ids, self.radius, workspace=self.workspace, check_ids=check_ids, where=where
+            )
         else:
+            if check_ids:
+                check_prediction_ids(pred, self.object_ids, where)
             j_values, f_values = score_frame_plain(gt, pred, self.object_ids, self.radius)
         self.j_rows.append(j_values)
         self.f_rows.append(f_values)
@@ -731,6 +701,9 @@ def score_video(
             gt, pred = gt_frames[index], pred_frames[index]
             if gt.shape != (height, width) or pred.shape != (height, width):
                 raise MassegError(f"frame {names[index]} of {video!r}: ground truth {gt.shape}, prediction {pred.shape}, first frame {(height, width)}")
-            check_prediction_ids(pred, object_ids, f"{video}/{names[index]}")
-            scorer.add(gt, pred)
+            if protocol == "davis":
+                scorer.add(gt, pred, check_ids=True, where=f"{video}/{names[index]}")
+            else:
+                check_prediction_ids(pred, object_ids, f"{video}/{names[index]}")
+                scorer.add(gt, pred)
     return scorer.result(video, names[1:-1])

@@ -224,12 +224,14 @@ def score_video_files(
         scorer = FrameScorer(height, width, object_ids, method)
     empty = np.zeros((height, width), dtype=np.uint8)
     predicted_names = {path.name for path in layout.list_files(pred_dir, (".png",))} if pred_present else set()
+    davis = protocol != "mosev2"
     for gt_path in gt_paths[1:-1]:
         gt = layout.read_mask(gt_path)
         if gt.shape != (height, width):
             raise MassegError(f"ground-truth frame is {gt.shape}, the first frame {(height, width)}", gt_path, "all frames of a video must have one size")
         pred_path = pred_dir / gt_path.name
-        if gt_path.name in predicted_names:
+        predicted = gt_path.name in predicted_names
+        if predicted:
             pred = layout.read_mask(pred_path)
             if pred.shape != gt.shape:
                 raise MassegError(
@@ -237,14 +239,19 @@ def score_video_files(
                     pred_path,
                     "write predictions at the video's own resolution",
                 )
-            check_prediction_ids(pred, object_ids, pred_path)
         elif allow_missing:
             pred = empty
         else:
             raise MassegError(
                 f"prediction frame missing for video {video!r}", pred_path, "write a PNG for every frame, or pass --allow-missing to score it as empty"
             )
-        scorer.add(gt, pred)
+        if davis:  # the DAVIS scorer checks the predicted ids within its box pass
+            scorer.add(gt, pred, check_ids=predicted, where=pred_path)
+        else:
+            if predicted:
+                check_prediction_ids(pred, object_ids, pred_path)
+            scorer.add(gt, pred)
+        del gt, pred  # before the next decode, which can then reuse their memory while it is still in cache
     return scorer.result(video, [path.stem for path in gt_paths[1:-1]])
 
 

@@ -1,6 +1,8 @@
 """The DAVIS J&F metric: hand-worked cases, the boundary rule, statistics, and fast == plain bit for bit."""
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -10,15 +12,16 @@ from hypothesis.extra.numpy import arrays
 
 from masseg_search.errors import MassegError
 from masseg_search.evaluation.davis import (
+    FrameScorer,
     Workspace,
     _bit_program,
     _footprint_plan,
+    _object_boxes_and_check,
     _runs,
     boundary_f,
     boundary_map_fast,
     boundary_radius,
     davis_statistics,
-    dilate_packed,
     disk_footprint,
     first_frame_object_ids,
     nonzero_ids,
@@ -28,6 +31,8 @@ from masseg_search.evaluation.davis import (
     score_video,
     seg2bmap,
 )
+from masseg_search.evaluation import packed as packed_kernel
+from masseg_search.evaluation.packed import dilate_packed, object_counts
 
 
 def frame_scores(gt: np.ndarray, pred: np.ndarray, object_ids: list[int]) -> tuple[list[float], list[float]]:
@@ -324,6 +329,81 @@ def test_tight_boxes_equal_brute_force(frames: tuple[np.ndarray, np.ndarray]) ->
     assert object_boxes_tight(gt, pred, object_ids, workspace) == expected  # the reused scratch buffer
 
 
+@settings(max_examples=300, deadline=None)
+@given(label_frames(), st.sets(st.sampled_from([1, 2, 3, 6, 9, 200]), max_size=5))
+def test_box_pass_finds_predicted_ids_that_are_no_object(frames: tuple[np.ndarray, np.ndarray], objects: set[int]) -> None:
+    """The box pass flags exactly the predictions holding a non-zero id outside the objects (lone pieces, pieces
+    where ids mix, ids between two objects' ids), so the evaluator's id check costs no pass of its own."""
+    gt, pred = frames
+    object_ids = sorted(objects)
+    unknown = set(int(v) for v in np.unique(pred)) - {0} - set(object_ids)
+    boxes, found = _object_boxes_and_check(gt, pred, object_ids)
+    assert found == bool(unknown)
+    assert boxes == object_boxes_tight(gt, pred, object_ids)
+    for method in ("fast", "plain"):
+        scorer = FrameScorer(*gt.shape, object_ids, method)
+        if unknown:
+            with pytest.raises(MassegError, match=re.escape(f"id(s) {sorted(unknown)} are not in")):
+                scorer.add(gt, pred, check_ids=True, where="frame.png")
+        else:
+            scorer.add(gt, pred, check_ids=True, where="frame.png")
+            assert (scorer.j_rows, scorer.f_rows) == tuple([values] for values in score_frame_plain(gt, pred, object_ids))
+
+
+def brute_force_counts(gt: np.ndarray, pred: np.ndarray, object_id: int, radius: float) -> tuple[int, ...]:
+    """``object_counts``' six numbers from full-frame masks, ``seg2bmap`` and ``cv2.dilate``."""
+    gt_mask, pred_mask = gt == object_id, pred == object_id
+    gt_boundary, pred_boundary = seg2bmap(gt_mask), seg2bmap(pred_mask)
+    footprint = disk_footprint(radius)
+    gt_dilated = cv2.dilate(gt_boundary.astype(np.uint8), footprint).astype(bool)
+    pred_dilated = cv2.dilate(pred_boundary.astype(np.uint8), footprint).astype(bool)
+    pred_count, gt_count = int(pred_boundary.sum()), int(gt_boundary.sum())
+    matched = (int((pred_boundary & gt_dilated).sum()), int((gt_boundary & pred_dilated).sum())) if pred_count and gt_count else (0, 0)
+    return (int((gt_mask & pred_mask).sum()), int((gt_mask | pred_mask).sum()), pred_count, gt_count, *matched)
+
+
+@pytest.mark.parametrize("big_int", ["gmpy2", "int"])
+@settings(max_examples=200, deadline=None)
+@given(label_frames(), st.sampled_from([0.0, 1.0, 2.0, 3.0, 8.0]), st.tuples(*[st.integers(0, 3)] * 4))
+def test_packed_counts_hold_for_any_box_around_the_object(
+    big_int: str, frames: tuple[np.ndarray, np.ndarray], radius: float, margins: tuple[int, int, int, int]
+) -> None:
+    """The kernel needs a box that holds the object, not the tight one (reused canvases included); GMP ints and
+    CPython ints (the fallback without gmpy2) give the same counts."""
+    if big_int == "gmpy2":
+        pytest.importorskip("gmpy2")
+    with pytest.MonkeyPatch.context() as patch:
+        if big_int == "int":
+            patch.setattr(packed_kernel, "_big_int", int)
+        _check_packed_counts(frames, radius, margins)
+
+
+def _check_packed_counts(frames: tuple[np.ndarray, np.ndarray], radius: float, margins: tuple[int, int, int, int]) -> None:
+    gt, pred = frames
+    height, width = gt.shape
+    program = _bit_program(radius)
+    workspace = Workspace()
+    for object_id in (1, 2, 3, 6):
+        tight = object_boxes_tight(gt, pred, [object_id])[0]
+        if tight is None:
+            continue
+        y0, y1, x0, x1 = tight
+        loose = (max(y0 - margins[0], 0), min(y1 + margins[1], height), max(x0 - margins[2], 0), min(x1 + margins[3], width))
+        expected = brute_force_counts(gt, pred, object_id, radius)
+        assert object_counts(gt, pred, object_id, tight, program) == expected
+        assert object_counts(gt, pred, object_id, loose, program, workspace.zeroed) == expected
+
+
+def test_workspace_reused_across_frames_of_different_sizes() -> None:
+    rng = np.random.default_rng(7)
+    workspace = Workspace()
+    for index in range(8):
+        shape = (40 + 13 * (index % 3), 70 - 9 * (index % 4))
+        gt = scattered_frame(rng, shape, [1, 2, 3])
+        pred = scattered_frame(rng, shape, [1, 2, 3])
+        assert score_frame_fast(gt, pred, [1, 2, 3], 8.0, workspace=workspace) == score_frame_plain(gt, pred, [1, 2, 3], 8.0)
+
+
 @settings(max_examples=200, deadline=None)
 @given(arrays(np.uint8, st.tuples(st.integers(0, 12), st.integers(0, 12)), elements=st.sampled_from([0, 1, 2, 7, 200, 255])), st.integers(0, 20))
 def test_nonzero_ids_and_runs(labels: np.ndarray, peel_limit: int) -> None:
@@ -332,7 +412,7 @@ def test_nonzero_ids_and_runs(labels: np.ndarray, peel_limit: int) -> None:
     assert np.array_equal(labels, original)
     if labels.size:
         assert first_frame_object_ids(labels) == [int(v) for v in np.unique(labels) if v not in (0, 255)]
-        column = labels[:, :1].astype(np.int32)
+        column = labels[:, :1].copy()
         runs, start = [], None
         for index, value in enumerate(column.ravel().tolist() + [0]):
             if value and start is None:
