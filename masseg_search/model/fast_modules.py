@@ -34,7 +34,7 @@ class FastLayerNorm2d(LayerNorm2d):
     """SAM2's ``LayerNorm2d`` (normalise over channels per pixel) with the centred tensor computed once."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or x.dtype != torch.float32:  # bf16 autocast on CUDA: SAM2's own order
             return super().forward(x)
         channels = x.shape[1]
         centred = x - x.sum(1, keepdim=True).div_(channels)
@@ -43,7 +43,7 @@ class FastLayerNorm2d(LayerNorm2d):
 
 
 def _rotate_in_place(x: torch.Tensor, freqs_cis: torch.Tensor) -> None:
-    """SAM2's ``apply_rotary_enc`` on one tensor (B, heads, tokens, dim), written back into ``x``."""
+    """SAM2's ``apply_rotary_enc`` on one tensor (..., tokens, dim), written back into ``x``."""
     as_complex = torch.view_as_complex(x.view(*x.shape[:-1], -1, 2))
     as_complex.mul_(reshape_for_broadcast(freqs_cis, as_complex))
 
