@@ -368,7 +368,10 @@ def _object_boxes_and_check(
             equal = workspace.scratch(labels.shape)
             found = 0
             for object_id in candidates:
-                cv2.compare(labels, object_id, cv2.CMP_EQ, dst=equal)
+                if labels.shape in ((4, 1), (1, 1)):  # OpenCV takes such an array for a Scalar and compares wrongly
+                    equal[...] = labels == object_id
+                else:
+                    cv2.compare(labels, object_id, cv2.CMP_EQ, dst=equal)
                 bx, by, bw, bh = cv2.boundingRect(equal)
                 if bw:
                     add(object_id, y0 + by, y0 + by + bh, x0 + bx, x0 + bx + bw)

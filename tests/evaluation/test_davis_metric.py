@@ -329,6 +329,13 @@ def test_tight_boxes_equal_brute_force(frames: tuple[np.ndarray, np.ndarray]) ->
     assert object_boxes_tight(gt, pred, object_ids, workspace) == expected  # the reused scratch buffer
 
 
+def test_tight_boxes_of_a_four_by_one_piece() -> None:
+    """OpenCV reads a 4x1 array as a Scalar: the box pass must not compare such a piece with cv2.compare."""
+    gt, pred = np.zeros((4, 1), np.uint8), np.array([[2], [1], [1], [1]], np.uint8)
+    assert object_boxes_tight(gt, pred, [1, 2, 3]) == [(1, 4, 0, 1), (0, 1, 0, 1), None]
+    assert score_frame_fast(gt, pred, [1, 2], 1.0, "bits") == score_frame_plain(gt, pred, [1, 2], 1.0)
+
+
 @settings(max_examples=300, deadline=None)
 @given(label_frames(), st.sets(st.sampled_from([1, 2, 3, 6, 9, 200]), max_size=5))
 def test_box_pass_finds_predicted_ids_that_are_no_object(frames: tuple[np.ndarray, np.ndarray], objects: set[int]) -> None:
