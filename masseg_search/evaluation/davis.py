@@ -26,13 +26,17 @@ Where this differs from the official code, on purpose:
 
 Speed (bit-identical to the plain full-frame definition, which :func:`score_frame_plain` implements): per object
 the work is done on the bounding box of G | P grown by one pixel, which holds every boundary pixel of both masks;
-dilation ignores pixels outside the image, so dilating only that crop changes no value that is read. The boxes
-come without a pass per object over the frame (:func:`_object_boxes_and_check`): an XY cut of the non-zero pixels
-of G | P along empty rows and columns (:func:`_pieces`) gives pieces, and a piece where each mask holds one id is
-that id's box; the same pass finds predicted ids that are no object, so the evaluator needs no separate check.
-Then, for DAVIS's integer radii, masks, boundaries and the dilation are Python ints of packed bits
-(:mod:`masseg_search.evaluation.packed`): the boundary is a few shifted XORs, the disk a union of centred
-rectangles dilated by shifted ORs, and the counts are popcounts. The ``uint8`` crop path (:func:`object_frames`,
+dilation ignores pixels outside the image, so dilating only that crop changes no value that is read. For DAVIS's
+integer radii (disks that are unions of centred rectangles) a frame is one call of the compiled kernel
+(``_jf_kernel.c``, loaded by :mod:`masseg_search.evaluation.compiled`): one pass over each frame gives every id's
+box from its runs of equal bytes, skipping zero words, and tells whether P holds an id that is no object (so the
+evaluator needs no separate id check); then per object its grown box becomes ``uint64`` row bitsets, the boundary
+is shifts and XORs, the disk a union of centred rectangles dilated by shifted ORs, and the counts are popcounts.
+Where that kernel is not built (or stale) the same counts come from Python: the boxes without a pass per object
+(:func:`_object_boxes_and_check`: an XY cut of the non-zero pixels of G | P along empty rows and columns,
+:func:`_pieces`, gives pieces, and a piece where each mask holds one id is that id's box; the same pass finds
+unknown predicted ids), then masks, boundaries and the dilation as Python ints of packed bits
+(:mod:`masseg_search.evaluation.packed`), by the same operations. The ``uint8`` crop path (:func:`object_frames`,
 :func:`boundary_f`: a 2x2 morphological gradient, which with OpenCV's ignore-the-outside border gives exactly the
 ``seg2bmap`` edge rules, then a dilation of the crop or an integral image queried at the boundary pixels) serves
 MOSEv2's off-centre disks and the explicit ``dilate``/``integral`` matchers. J and F of the fast path equal the
@@ -52,7 +56,7 @@ import cv2
 import numpy as np
 
 from masseg_search.errors import MassegError
-from masseg_search.evaluation import packed
+from masseg_search.evaluation import compiled, packed
 
 BOUNDARY_THRESHOLD = 0.008
 VOID_ID = 255
@@ -220,6 +224,35 @@ def _bit_program(radius: float) -> packed.BitProgram | None:
     if plan.half_widths is None:
         return None
     return packed.bit_program(plan.half_widths, plan.half_heights)
+
+
+@functools.lru_cache(maxsize=64)
+def _disk_rectangles(radius: float) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The disk of ``radius`` as the compiled kernel takes it: (half widths, half heights) of its centred
+    rectangles, widest first; None when it is no union of centred rectangles."""
+    plan = _footprint_plan(radius)
+    if plan.half_widths is None:
+        return None
+    return tuple(int(w) for w in plan.half_widths), tuple(int(h) for h in plan.half_heights)
+
+
+def _compiled_applies(gt: np.ndarray, pred: np.ndarray, object_ids: Sequence[int]) -> bool:
+    """Whether the compiled kernel takes these inputs (2-D uint8 id masks, object ids 1..255)."""
+    return gt.dtype == np.uint8 and pred.dtype == np.uint8 and gt.ndim == 2 and all(0 < int(i) < 256 for i in object_ids)
+
+
+def _scores_from_counts(counts: Sequence[tuple[int, ...] | None]) -> tuple[list[float], list[float]]:
+    """(J per object, F per object) from the compiled kernel's counts (None: in neither mask, J = F = 1)."""
+    j_values, f_values = [], []
+    for object_counts in counts:
+        if object_counts is None:
+            j_values.append(1.0)
+            f_values.append(1.0)
+        else:
+            intersection, union, pred_count, gt_count, pred_matched, gt_matched = object_counts
+            j_values.append(jaccard_from_counts(intersection, union))
+            f_values.append(f_measure_from_counts(pred_count, gt_count, pred_matched, gt_matched))
+    return j_values, f_values
 
 
 def _score_object_packed(
@@ -447,6 +480,44 @@ def object_frames_plain(gt: np.ndarray, pred: np.ndarray, object_ids: Sequence[i
     return results
 
 
+def _score_frame_compiled(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    object_ids: Sequence[int],
+    rectangles: tuple[tuple[int, ...], tuple[int, ...]],
+    check_ids: bool,
+    where: str | Path | None,
+) -> tuple[list[float], list[float]]:
+    """:func:`score_frame_fast` by the compiled kernel: the whole frame in one call."""
+    counts, unknown = compiled.kernel.frame_counts(np.ascontiguousarray(gt), np.ascontiguousarray(pred), object_ids, *rectangles)
+    if check_ids and unknown:
+        check_prediction_ids(pred, object_ids, where)
+        raise RuntimeError("the compiled kernel found a predicted id that is no object, check_prediction_ids did not")
+    return _scores_from_counts(counts)
+
+
+def _score_frame_bits(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    object_ids: Sequence[int],
+    program: packed.BitProgram,
+    workspace: Workspace,
+    check_ids: bool,
+    where: str | Path | None,
+) -> tuple[list[float], list[float]]:
+    """:func:`score_frame_fast` by the pure-Python packed-bit kernel: one box pass, then each object's counts."""
+    boxes, unknown = _object_boxes_and_check(gt, pred, object_ids, workspace)
+    if check_ids and unknown:
+        check_prediction_ids(pred, object_ids, where)
+        raise RuntimeError("the box pass found a predicted id that is no object, check_prediction_ids did not")
+    j_values, f_values = [], []
+    for object_id, box in zip(object_ids, boxes):
+        j_value, f_value = (1.0, 1.0) if box is None else _score_object_packed(gt, pred, object_id, box, program, workspace)
+        j_values.append(j_value)
+        f_values.append(f_value)
+    return j_values, f_values
+
+
 def score_frame_fast(
     gt: np.ndarray,
     pred: np.ndarray,
@@ -459,27 +530,25 @@ def score_frame_fast(
 ) -> tuple[list[float], list[float]]:
     """(J per object, F per object) of one frame, DAVIS rules, on per-object crops (``radius``: boundary_radius).
 
-    ``matcher``: ``"bits"`` (packed-bit masks and dilation, symmetric disks only: every integer radius),
-    ``"dilate"`` or ``"integral"`` (``uint8`` crops, see :func:`boundary_f`), or ``"auto"`` (``bits`` where it
-    applies, else :func:`boundary_f`'s choice). All are exact. ``check_ids``: first raise as
-    :func:`check_prediction_ids` does (naming ``where``) when ``pred`` holds an id that is not an object; the
-    ``bits`` path sees that in its box pass, at no extra pass over the frame.
+    ``matcher``: ``"compiled"`` (the C kernel, :mod:`masseg_search.evaluation.compiled`: one call for the whole
+    frame), ``"bits"`` (Python ints of packed bits, :mod:`masseg_search.evaluation.packed`), both for symmetric
+    disks only (every integer radius), ``"dilate"`` or ``"integral"`` (``uint8`` crops, see :func:`boundary_f`),
+    or ``"auto"`` (``compiled`` where it is built and applies, else ``bits`` where it applies, else
+    :func:`boundary_f`'s choice). All are exact. ``check_ids``: first raise as :func:`check_prediction_ids` does
+    (naming ``where``) when ``pred`` holds an id that is not an object; the ``compiled`` and ``bits`` paths see
+    that in their box pass, at no extra pass over the frame.
     """
-    if matcher in ("auto", "bits"):
-        program = _bit_program(float(radius))
-        if program is not None:
-            workspace = workspace or Workspace()
-            boxes, unknown = _object_boxes_and_check(gt, pred, object_ids, workspace)
-            if check_ids and unknown:
-                check_prediction_ids(pred, object_ids, where)
-                raise RuntimeError("the box pass found a predicted id that is no object, check_prediction_ids did not")
-            j_values, f_values = [], []
-            for object_id, box in zip(object_ids, boxes):
-                j_value, f_value = (1.0, 1.0) if box is None else _score_object_packed(gt, pred, object_id, box, program, workspace)
-                j_values.append(j_value)
-                f_values.append(f_value)
-            return j_values, f_values
-        if matcher == "bits":
+    if matcher in ("auto", "compiled", "bits"):
+        rectangles = _disk_rectangles(float(radius))
+        if rectangles is not None:
+            if matcher != "bits" and compiled.kernel is not None and _compiled_applies(gt, pred, object_ids):
+                return _score_frame_compiled(gt, pred, object_ids, rectangles, check_ids, where)
+            if matcher == "compiled":
+                raise ValueError(
+                    "matcher='compiled' needs the compiled kernel (`bash scripts/bootstrap` builds it) and 2-D uint8 masks with object ids 1..255"
+                )
+            return _score_frame_bits(gt, pred, object_ids, _bit_program(float(radius)), workspace or Workspace(), check_ids, where)
+        if matcher != "auto":
             raise ValueError(f"the disk of radius {radius} is not a union of centred rectangles: use matcher='dilate'")
     if check_ids:
         check_prediction_ids(pred, object_ids, where)

@@ -1,4 +1,8 @@
-"""The packed-bit kernel of the DAVIS fast path: one object's J and F counts from Python ints of packed bits.
+"""The pure-Python packed-bit kernel of the DAVIS fast path: one object's J and F counts from Python ints of bits.
+
+The compiled kernel (``_jf_kernel.c``) computes the same six counts for a whole frame in one call and is used
+where it is built; this module is the fallback (no C compiler at install time, a stale build, or
+``MASSEG_JF_KERNEL=python``), and the tests hold both to the plain definition bit for bit.
 
 A bit image is packed row by row into an int (pixel (y, x) is bit ``y * stride + x``), so a whole image shifts,
 ORs and popcounts in one C loop over machine words. The boundary (``seg2bmap``) is a few shifted XORs; a disk

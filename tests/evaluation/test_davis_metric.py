@@ -31,14 +31,21 @@ from masseg_search.evaluation.davis import (
     score_video,
     seg2bmap,
 )
+from masseg_search.evaluation import compiled
 from masseg_search.evaluation import packed as packed_kernel
 from masseg_search.evaluation.packed import dilate_packed, object_counts
 
+# the fast path's kernels: the compiled one where it is built (test_compiled_kernel.py fails when it is not)
+KERNEL_MATCHERS = ["bits"] + (["compiled"] if compiled.kernel is not None else [])
+
 
 def frame_scores(gt: np.ndarray, pred: np.ndarray, object_ids: list[int]) -> tuple[list[float], list[float]]:
-    """J and F of one frame by the fast path, after checking the plain path agrees exactly."""
-    fast = score_frame_fast(gt, pred, object_ids, boundary_radius(*gt.shape))
+    """J and F of one frame by the fast path, after checking the plain path and every kernel agree exactly."""
+    radius = boundary_radius(*gt.shape)
+    fast = score_frame_fast(gt, pred, object_ids, radius)
     assert fast == score_frame_plain(gt, pred, object_ids)
+    for matcher in KERNEL_MATCHERS:
+        assert score_frame_fast(gt, pred, object_ids, radius, matcher) == fast
     return fast
 
 
@@ -102,8 +109,9 @@ def test_1080p_boundary_matched_exactly_at_the_radius() -> None:
     at_radius, beyond = np.zeros_like(gt), np.zeros_like(gt)
     at_radius[:, :978] = 1  # boundary 18 px away: inside the disk
     beyond[:, :979] = 1  # 19 px away: outside
-    assert score_frame_fast(gt, at_radius, [1], 18.0)[1] == [1.0]
-    assert score_frame_fast(gt, beyond, [1], 18.0)[1] == [0.0]
+    for matcher in ["auto", *KERNEL_MATCHERS]:
+        assert score_frame_fast(gt, at_radius, [1], 18.0, matcher)[1] == [1.0]
+        assert score_frame_fast(gt, beyond, [1], 18.0, matcher)[1] == [0.0]
 
 
 def test_void_pixels_count_as_background() -> None:
@@ -237,7 +245,7 @@ def test_fast_path_equals_plain_bit_for_bit(case: tuple[np.ndarray, np.ndarray, 
     radius = boundary_radius(*gt.shape) if radius is None else radius
     object_ids = [1, 2, 3, 4]
     expected = score_frame_plain(gt, pred, object_ids, radius)
-    for matcher in ("auto", "bits", "dilate", "integral"):
+    for matcher in ("auto", "dilate", "integral", *KERNEL_MATCHERS):
         assert score_frame_fast(gt, pred, object_ids, radius, matcher) == expected
 
 
@@ -268,15 +276,18 @@ def test_fast_path_equals_plain_on_larger_scattered_frames(seed: int) -> None:
     gt = scattered_frame(rng, shape, object_ids + [7, 255])  # 7: not an object; 255: void
     pred = scattered_frame(rng, shape, object_ids + [4])  # 4: not an object (the scorer itself does not check)
     for radius in (boundary_radius(*shape), 8.0, 18.0):
-        assert score_frame_fast(gt, pred, object_ids, radius) == score_frame_plain(gt, pred, object_ids, radius)
+        expected = score_frame_plain(gt, pred, object_ids, radius)
+        for matcher in ["auto", *KERNEL_MATCHERS]:
+            assert score_frame_fast(gt, pred, object_ids, radius, matcher) == expected
 
 
 def test_bits_matcher_needs_a_symmetric_disk() -> None:
     gt = np.zeros((6, 6), np.uint8)
     gt[1:4, 1:4] = 1
     assert _bit_program(7.837) is None
-    with pytest.raises(ValueError, match="matcher='dilate'"):
-        score_frame_fast(gt, gt, [1], 7.837, matcher="bits")
+    for matcher in ("bits", "compiled"):
+        with pytest.raises(ValueError, match="matcher='dilate'"):
+            score_frame_fast(gt, gt, [1], 7.837, matcher=matcher)
     assert score_frame_fast(gt, gt, [1], 7.837) == score_frame_plain(gt, gt, [1], 7.837)
 
 
@@ -347,14 +358,19 @@ def test_box_pass_finds_predicted_ids_that_are_no_object(frames: tuple[np.ndarra
     boxes, found = _object_boxes_and_check(gt, pred, object_ids)
     assert found == bool(unknown)
     assert boxes == object_boxes_tight(gt, pred, object_ids)
-    for method in ("fast", "plain"):
-        scorer = FrameScorer(*gt.shape, object_ids, method)
-        if unknown:
-            with pytest.raises(MassegError, match=re.escape(f"id(s) {sorted(unknown)} are not in")):
+    if compiled.kernel is not None:
+        assert compiled.kernel.frame_counts(gt, pred, object_ids, (0,), (0,))[1] == bool(unknown)
+    for method, kernel in (("fast", compiled.kernel), ("fast", None), ("plain", None)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(compiled, "kernel", kernel)  # None: the pure-Python kernel
+            scorer = FrameScorer(*gt.shape, object_ids, method)
+            if unknown:
+                with pytest.raises(MassegError, match=re.escape(f"id(s) {sorted(unknown)} are not in")) as raised:
+                    scorer.add(gt, pred, check_ids=True, where="frame.png")
+                assert "frame.png" in str(raised.value)
+            else:
                 scorer.add(gt, pred, check_ids=True, where="frame.png")
-        else:
-            scorer.add(gt, pred, check_ids=True, where="frame.png")
-            assert (scorer.j_rows, scorer.f_rows) == tuple([values] for values in score_frame_plain(gt, pred, object_ids))
+                assert (scorer.j_rows, scorer.f_rows) == tuple([values] for values in score_frame_plain(gt, pred, object_ids))
 
 
 def brute_force_counts(gt: np.ndarray, pred: np.ndarray, object_id: int, radius: float) -> tuple[int, ...]:
@@ -408,7 +424,9 @@ def test_workspace_reused_across_frames_of_different_sizes() -> None:
         shape = (40 + 13 * (index % 3), 70 - 9 * (index % 4))
         gt = scattered_frame(rng, shape, [1, 2, 3])
         pred = scattered_frame(rng, shape, [1, 2, 3])
-        assert score_frame_fast(gt, pred, [1, 2, 3], 8.0, workspace=workspace) == score_frame_plain(gt, pred, [1, 2, 3], 8.0)
+        expected = score_frame_plain(gt, pred, [1, 2, 3], 8.0)
+        for matcher in ["auto", *KERNEL_MATCHERS]:
+            assert score_frame_fast(gt, pred, [1, 2, 3], 8.0, matcher, workspace=workspace) == expected
 
 
 @settings(max_examples=200, deadline=None)
