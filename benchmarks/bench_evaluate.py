@@ -4,11 +4,12 @@
 
 Generates (once, resumable) a synthetic MOSE-like set of at least ``--frames`` frames with the project's synth
 module, writes a perturbed copy of its masks as the "prediction", then times in one run: (a) only decoding the
-ground-truth and predicted PNGs, (b) the fast evaluator, (c) the plain full-frame implementation and (b) again with
-``--workers 2``. (a) and (b) alternate ``--repeat`` times and each keeps its least CPU time (the steadiest figure on
-a shared machine: interference only ever adds time). The fast evaluator's metric compute is (b) - (a): everything
-it does besides decoding the PNGs it must read. Checks that (b) and (c) give identical tables (per frame, per
-object and global) and prints the ratios.
+ground-truth and predicted PNGs, (b) the fast evaluator (with the compiled kernel where it is built, see
+``masseg_search/evaluation/compiled.py``), (b) again with ``--workers 2``, (b') the fast evaluator once with its
+pure-Python kernel, and (c) the plain full-frame implementation. (a) and (b) alternate ``--repeat`` times and each
+keeps its least CPU time (the steadiest figure on a shared machine: interference only ever adds time). The fast
+evaluator's metric compute is (b) - (a): everything it does besides decoding the PNGs it must read. Checks that
+(b), (b') and (c) give identical tables (per frame, per object and global) and prints the ratios.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from masseg_search.data import layout  # noqa: E402
+from masseg_search.evaluation import compiled  # noqa: E402
 from masseg_search.evaluation.evaluate import evaluate_predictions, open_ground_truth  # noqa: E402
 
 
@@ -88,6 +90,20 @@ def timed(label: str, function, *args, **kwargs):
     return wall, cpu, result
 
 
+def same_tables(a, b) -> bool:
+    """Whether two evaluation results hold identical per-frame, per-object and global tables."""
+    return a.per_frame.equals(b.per_frame) and a.per_object.equals(b.per_object) and a.global_table.equals(b.global_table)
+
+
+def without_compiled_kernel(function, *args, **kwargs):
+    """Run ``function`` with the evaluator's pure-Python kernel (in this process: workers=1)."""
+    kernel, compiled.kernel = compiled.kernel, None
+    try:
+        return function(*args, **kwargs)
+    finally:
+        compiled.kernel = kernel
+
+
 def _cpu_seconds() -> float:
     own, children = os.times(), os.times()
     return own.user + own.system + children.children_user + children.children_system
@@ -115,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     names = open_ground_truth(gt_root).video_names
     write_predictions(gt_root, pred_root, names)
     scored_frames = videos * (args.frames_per_video - 2)
+    kernel_name = "compiled C kernel" if compiled.kernel is not None else "pure-Python kernel (compiled one not built)"
+    print(f"fast evaluator kernel: {kernel_name}", flush=True)
 
     decode_runs, fast_runs = [], []
     for run in range(1, max(args.repeat, 1) + 1):
@@ -126,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     fast_s, fast = min(run[1] for run in fast_runs), fast_runs[0][2]
     fast_wall = min(run[0] for run in fast_runs)
     fast2_wall, _, fast2 = timed("fast evaluator (--workers 2)", evaluate_predictions, gt_root, pred_root, workers=2, progress=False)
+    _, python_s, python_kernel = timed(
+        "fast, pure-Python kernel (1 process)", without_compiled_kernel, evaluate_predictions, gt_root, pred_root, workers=1, progress=False
+    )
     per_frame = 1e3 / scored_frames
     metric_s = fast_s - decode_s
     print(f"\n{scored_frames} scored frames, {len(fast.per_object)} objects, {decoded} PNGs decoded; per scored frame, least CPU time of {len(fast_runs)} runs:")
@@ -134,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"metric compute         : {metric_s * per_frame:7.3f} ms (fast evaluator - decode only)")
     print(f"metric / decode        : {metric_s / decode_s:7.2f} (target <= 0.5)")
     print(f"--workers 2 (wall)     : {fast_wall / fast2_wall:.2f} x faster than 1 process (wall {fast_wall:.2f} s -> {fast2_wall:.2f} s)")
-    assert fast.global_table.equals(fast2.global_table), "workers changed the result"
+    print(f"pure-Python kernel     : {python_s * per_frame:7.3f} ms (one run; metric compute {(python_s - decode_s) * per_frame:.3f} ms)")
+    assert same_tables(fast, fast2), "workers changed the result"
+    print(f"compiled and pure-Python kernels, tables identical: {same_tables(fast, python_kernel)}")
+    if not same_tables(fast, python_kernel):
+        raise AssertionError("the compiled kernel's tables differ from the pure-Python kernel's")
     if not args.skip_plain:
         plain_wall, plain_s, plain = timed("plain full-frame (1 process)", evaluate_predictions, gt_root, pred_root, workers=1, method="plain", progress=False)
-        identical = plain.per_frame.equals(fast.per_frame) and plain.per_object.equals(fast.per_object) and plain.global_table.equals(fast.global_table)
+        identical = same_tables(plain, fast)
         print(f"plain full-frame       : {plain_s * per_frame:7.3f} ms")
         print(f"fast vs plain, end to end (decode included): {plain_s / fast_s:.1f} x; tables identical: {identical}")
         print(f"fast vs plain, metric compute only         : {(plain_s - decode_s) / max(metric_s, 1e-9):.1f} x (target >= 12)")
