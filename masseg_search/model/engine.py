@@ -170,10 +170,13 @@ class MultiConfigEngine:
     rows (objects x configurations) batched at once (None = all). ``logits_dtype`` is the dtype of the returned
     low-res logits (float16 as stored; float32 for exact comparisons). ``fast_modules`` swaps the subclasses of
     :mod:`masseg_search.model.fast_modules` into ``model`` (in place; they defer to SAM2 while gradients are on).
+    ``flip``: track the horizontally mirrored video (frames and first-frame masks) and mirror the logits back, a
+    test-time-augmentation view for the ensemble. Exact as a view: SAM2's square resize (bilinear, antialiased for
+    masks) commutes with a horizontal mirror, so the returned logits are in the video's own orientation.
     """
 
     def __init__(self, model: Any, device: str | torch.device | None = None, max_rows: int | None = None,
-                 logits_dtype: Any = np.float16, fast_modules: bool = True):
+                 logits_dtype: Any = np.float16, fast_modules: bool = True, flip: bool = False):
         from sam2.sam2_video_predictor import SAM2VideoPredictor
 
         if not isinstance(model, SAM2VideoPredictor):
@@ -187,6 +190,7 @@ class MultiConfigEngine:
             speed_up(self.model)
         self.max_rows = max_rows
         self.logits_dtype = logits_dtype
+        self.flip = bool(flip)
         self.image_size = int(model.image_size)
         self._mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(IMAGE_STD, dtype=torch.float32)[:, None, None]
@@ -206,11 +210,13 @@ class MultiConfigEngine:
         image = image.float()
         image -= self._mean
         image /= self._std
+        if self.flip:
+            image = image.flip(-1)
         return image.to(self.device).unsqueeze(0)
 
     def _backbone(self, video: Video, frame_idx: int, feature_cache: FeatureCache | None) -> dict[str, list[torch.Tensor]]:
         """The image encoder's output for one frame (batch 1), from the cache when it holds it."""
-        key = (id(self.model), self.image_size, str(video.frame_paths[frame_idx]))
+        key = (id(self.model), self.image_size, self.flip, str(video.frame_paths[frame_idx]))
         fpn = feature_cache.get(key) if feature_cache is not None else None
         if fpn is None or self._vision_pos_enc is None:
             backbone_out = self.model.forward_image(self._load_frame(video.frame_paths[frame_idx]))
@@ -230,6 +236,8 @@ class MultiConfigEngine:
     # ----------------------------------------------------------------------------------------------- tracking
     def _mask_input(self, mask: np.ndarray) -> torch.Tensor:
         """SAM2's ``add_new_mask`` preprocessing: the binary mask at image_size (antialiased resize, >= 0.5)."""
+        if self.flip:
+            mask = mask[:, ::-1].copy()
         mask_inputs = torch.tensor(mask, dtype=torch.bool)[None, None].float().to(self.device)
         if mask.shape != (self.image_size, self.image_size):
             mask_inputs = F.interpolate(mask_inputs, size=(self.image_size, self.image_size), align_corners=False,
@@ -322,6 +330,8 @@ class MultiConfigEngine:
                         pred_masks, object_scores = self._track_frame(chunk, rows, checked, mask_inputs, frame_idx,
                                                                       backbone_out, num_frames)
                         pred_np = pred_masks[:, 0].float().cpu().numpy()
+                        if self.flip:  # back to the video's own orientation
+                            pred_np = pred_np[:, :, ::-1]
                         score_np = object_scores[:, 0].float().cpu().numpy()
                         for position, row in enumerate(chunk.rows):
                             logits[row][frame_idx] = pred_np[position]

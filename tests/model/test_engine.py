@@ -125,3 +125,54 @@ def test_duplicate_configurations_run_once(engine, engine_videos):
     results = engine.predict_video(video, {1: [(20, -10), (20.0, -10.0)], 2: [(7.5, -4)]})
     assert set(results) == {config_id(7.5, -4), config_id(20, -10)}
     assert results["s20_b-10"].object_ids == [1] and results["s20_b-10"].first_frames == {1: 0}
+
+
+def _mirrored_copy(root: Path, name: str, out: Path) -> Path:
+    """The video mirrored left-right, frames written losslessly (PNG) so the copy is exactly the mirror."""
+    video = open_dataset(root).video(name)
+    image_dir = out / "JPEGImages" / name
+    image_dir.mkdir(parents=True)
+    for path in video.frame_paths:
+        Image.fromarray(np.asarray(Image.open(path).convert("RGB"))[:, ::-1]).save(image_dir / f"{path.stem}.png")
+    start, first = video.first_annotation()
+    write_mask(out / "Annotations" / name / f"{video.frame_names[start]}.png", first[:, ::-1])
+    return out
+
+
+def test_flip_tracks_the_mirrored_video_and_mirrors_the_logits_back(lively_checkpoint, engine_videos, tmp_path):
+    """flip=True on a video equals the plain engine on its exact mirror, mirrored back (to float rounding: SAM2's
+    resize of a mirrored image equals the mirrored resize up to the last bit), and differs from the plain run."""
+    lossless = tmp_path / "lossless"  # the same frames as PNG, so both sides decode identical pixels
+    video = open_dataset(engine_videos).video("v0")
+    (lossless / "JPEGImages" / "v0").mkdir(parents=True)
+    for path in video.frame_paths:
+        Image.open(path).convert("RGB").save(lossless / "JPEGImages" / "v0" / f"{path.stem}.png")
+    shutil.copytree(engine_videos / "Annotations" / "v0", lossless / "Annotations" / "v0")
+    mirrored = _mirrored_copy(lossless, "v0", tmp_path / "mirrored")
+    configs = {obj: [(20.0, -10.0), (7.5, -4.0)] for obj in (1, 2, 3)}
+    plain = MultiConfigEngine(build_model("tiny64", lively_checkpoint), "cpu", logits_dtype=np.float32)
+    flipped = MultiConfigEngine(build_model("tiny64", lively_checkpoint), "cpu", logits_dtype=np.float32, flip=True)
+    by_flip = flipped.predict_video(open_dataset(lossless).video("v0"), configs)
+    on_mirror = plain.predict_video(open_dataset(mirrored).video("v0"), configs)
+    unflipped = plain.predict_video(open_dataset(lossless).video("v0"), configs)
+    for key in ("s20_b-10", "s7.5_b-4"):
+        for obj in (1, 2, 3):
+            expected = on_mirror[key].logits[obj][:, :, ::-1]
+            np.testing.assert_allclose(by_flip[key].logits[obj], expected, atol=2e-3, rtol=1e-4)
+            assert (by_flip[key].logits[obj] > 0).sum() > 0
+    differs = max(float(np.abs(by_flip["s20_b-10"].logits[o] - unflipped["s20_b-10"].logits[o]).max()) for o in (1, 2, 3))
+    assert differs > 1e-2  # a real second view, not the same computation
+
+
+def test_flip_keeps_feature_cache_entries_apart(lively_checkpoint, engine_videos):
+    """A shared feature cache never serves the mirrored frame's features to the plain engine or back."""
+    model = build_model("tiny64", lively_checkpoint)
+    cache = FeatureCache(64 * 2**20)
+    video = open_dataset(engine_videos).video("v1")
+    configs = {1: [(20.0, -10.0)], 2: [(20.0, -10.0)]}
+    plain_first = MultiConfigEngine(model, "cpu").predict_video(video, configs, feature_cache=cache)
+    flipped = MultiConfigEngine(model, "cpu", flip=True).predict_video(video, configs, feature_cache=cache)
+    fresh_flip = MultiConfigEngine(build_model("tiny64", lively_checkpoint), "cpu", flip=True).predict_video(video, configs)
+    for obj in (1, 2):
+        np.testing.assert_array_equal(flipped["s20_b-10"].logits[obj], fresh_flip["s20_b-10"].logits[obj])
+        assert not np.array_equal(flipped["s20_b-10"].logits[obj], plain_first["s20_b-10"].logits[obj])
