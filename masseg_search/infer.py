@@ -6,6 +6,11 @@ Output (the layout of masseg_search/predictions.py)::
     <out>/per_type/<video>/...                              with --per-type: each object under its type's config
     <out>/infer_run.json                                    what produced them (model, checkpoint, configs)
     <out>/<config_id>/Annotations/<video>/<frame>.png       with --save-masks (first frame = the given mask)
+    <out>/<config_id>@<view>/..., <out>/per_type@<view>/... with --view NAME (another checkpoint) and/or --flip
+    <out>/infer_run@<view>.json                             (the mirrored video); one record per view
+
+A predictions folder holds one model per view: the base view (no ``@``) and any number of named views, each with
+its own run record, so the ensemble can fuse several checkpoints and the mirrored video (test-time augmentation).
 
 A video whose every folder is complete (``predictions.is_complete``) is skipped, so a killed run resumes; a
 half-written one has no ``meta.json`` and is redone.
@@ -23,12 +28,14 @@ from masseg_search.data.layout import Dataset, atomic_write_bytes, open_dataset,
 from masseg_search.errors import MassegError
 from masseg_search.predictions import (
     VideoPrediction,
+    check_view,
     config_id,
     is_complete,
     load_video_prediction,
     logits_to_mask,
     parse_config_list,
     save_video_prediction,
+    view_folder,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,10 +101,14 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                   configs: str | Sequence[tuple[float, float]] | None, split_list: str | Path | None = None,
                   per_type: str | Path | None = None, scene_types: Any = None, save_masks: bool = False,
                   device: str = "auto", skip_bad: bool = False, videos: Sequence[str] | None = None,
-                  postprocess: bool = False, progress: bool = True) -> Path:
+                  postprocess: bool = False, progress: bool = True, view: str | None = None,
+                  flip: bool = False) -> Path:
     """Run every selected video under ``configs`` (``"20,-10;7.5,-4"`` or pairs) and/or each object's scene-type
     configuration from ``per_type`` (a best_configs.yaml; types from ``scene_types``: a CSV path, a DataFrame, or
-    None = computed). Returns ``out_dir``."""
+    None = computed). Returns ``out_dir``.
+
+    ``view`` stores everything as ``<config_id>@<view>`` (``per_type@<view>``) so another checkpoint can sit beside
+    the base predictions; ``flip`` tracks the mirrored video (the view defaults to ``flip`` then)."""
     from tqdm import tqdm
 
     from masseg_search.best_configs import load_best_configs
@@ -108,21 +119,23 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     if not pairs and per_type is None:
         raise MassegError("nothing to run: no --configs and no --per-type", fix='pass --configs "20,-10" or --per-type best_configs.yaml')
     best = load_best_configs(per_type) if per_type is not None else None
+    view = check_view(view) or ("flip" if flip else None)
     dataset = open_dataset(data_root, split_list=split_list)
     names = list(videos) if videos is not None else list(dataset.video_names)
     unknown = [n for n in names if n not in set(dataset.video_names) and not (dataset.image_root / n).is_dir()]
     if unknown:
         raise MassegError(f"videos not in the dataset: {unknown[:5]}", data_root, "check the names against the split list")
     out_dir = Path(out_dir)
-    folders = [config_id(s, b) for s, b in pairs] + ([PER_TYPE_ID] if best is not None else [])
+    folders = [config_id(s, b, view) for s, b in pairs] + ([view_folder(PER_TYPE_ID, view)] if best is not None else [])
     todo = [n for n in names if not all(is_complete(out_dir / folder / n) for folder in folders)]
     logger.info("%d of %d videos already done in %s", len(names) - len(todo), len(names), out_dir)
     skipped: list[str] = []
     if todo:
         types = _object_types(dataset, scene_types, todo) if best is not None else {}
         device = resolve_device(device)
-        engine = MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device)
-        _write_run_record(out_dir, model_config, checkpoint, pairs, per_type, postprocess)
+        engine = MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device,
+                                   flip=flip)
+        _write_run_record(out_dir, model_config, checkpoint, pairs, per_type, postprocess, view, flip)
         for name in tqdm(todo, desc="infer", unit="video", disable=not progress):
             video = dataset.video(name)
             try:  # input problems (and frames that fail to decode) are MassegErrors naming the video
@@ -135,12 +148,16 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                 logger.warning("skipping video %s: %s", name, exc)
                 skipped.append(name)
                 continue
+            for prediction in results.values():
+                prediction.view, prediction.flipped = view, flip
             for scale, bias in pairs:
-                key = config_id(scale, bias)
-                if not is_complete(out_dir / key / name):
-                    save_video_prediction(out_dir / key / name, results[key])
+                folder = config_id(scale, bias, view)
+                if not is_complete(out_dir / folder / name):
+                    save_video_prediction(out_dir / folder / name, results[config_id(scale, bias)])
             if best is not None:
-                save_video_prediction(out_dir / PER_TYPE_ID / name, _per_type_prediction(results, chosen))
+                merged = _per_type_prediction(results, chosen)
+                merged.view, merged.flipped = view, flip
+                save_video_prediction(out_dir / view_folder(PER_TYPE_ID, view) / name, merged)
     if skipped:
         logger.warning("skipped %d bad videos: %s", len(skipped), ", ".join(skipped))
     if save_masks:
@@ -150,18 +167,28 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     return out_dir
 
 
-def _write_run_record(out_dir: Path, model_config: str, checkpoint: Any, pairs: list, per_type: Any, postprocess: bool) -> None:
-    """Record what produces this folder; resuming with another model into it is an error (results would mix)."""
+def run_record_path(out_dir: Path, view: str | None = None) -> Path:
+    """Where the run record of one view lives: ``infer_run.json`` (base view) or ``infer_run@<view>.json``."""
+    view = check_view(view)
+    return Path(out_dir) / (RUN_FILE if view is None else f"{Path(RUN_FILE).stem}@{view}.json")
+
+
+def _write_run_record(out_dir: Path, model_config: str, checkpoint: Any, pairs: list, per_type: Any, postprocess: bool,
+                      view: str | None = None, flip: bool = False) -> None:
+    """Record what produces this view of the folder; resuming a view with another model into it is an error
+    (results would mix): another model goes under another ``--view``."""
     record = {"model_config": str(model_config), "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-              "configs": [config_id(s, b) for s, b in pairs], "per_type": str(per_type) if per_type else None,
-              "postprocess": postprocess}
-    path = out_dir / RUN_FILE
+              "configs": [config_id(s, b, view) for s, b in pairs], "per_type": str(per_type) if per_type else None,
+              "postprocess": postprocess, "view": view, "flip": flip}
+    path = run_record_path(out_dir, view)
     if path.is_file():
         previous = json.loads(path.read_text())
-        changed = [key for key in ("model_config", "checkpoint", "postprocess") if previous.get(key) != record[key]]
+        previous.setdefault("view", None)
+        previous.setdefault("flip", False)
+        changed = [key for key in ("model_config", "checkpoint", "postprocess", "flip") if previous.get(key) != record[key]]
         if changed:
             raise MassegError(f"this folder holds predictions of another run ({', '.join(f'{k}: {previous.get(k)}' for k in changed)})",
-                              path, "pass a new --out, or delete the folder to start over")
+                              path, "pass a new --out or another --view NAME, or delete the folder to start over")
         record["configs"] = sorted(set(previous.get("configs", [])) | set(record["configs"]))
     atomic_write_bytes(path, json.dumps(record, indent=1).encode())
 

@@ -6,8 +6,12 @@ Layout (what `infer` writes and `ensemble`/`tune-mss` read)::
     <predictions>/<config_id>/<video>/meta.json         frame names, video size, object ids, first frames,
                                                         scale, bias  (written last: its presence = complete)
     <predictions>/per_type/<video>/...                  infer --per-type: scale/bias null, object_configs per object
+    <predictions>/<config_id>@<view>/<video>/...        infer --view NAME [--flip]: the same under another view
 
-``config_id`` is ``s<scale>_b<bias>`` with ``%g`` numbers (``s20_b-10``, ``s7.5_b-4``). Video-resolution masks
+``config_id`` is ``s<scale>_b<bias>`` with ``%g`` numbers (``s20_b-10``, ``s7.5_b-4``), and ``@<view>`` when the
+logits come from another *view* of the problem: another model (a second sweep trial's checkpoint) and/or the
+horizontally mirrored video (``infer --flip``, mirrored back). Views are what the ensemble fuses besides the
+configurations themselves; the view-less folders are the *base* view. Video-resolution masks
 are a bilinear upsampling (half-pixel centres, as torch ``align_corners=False``) of the low-res logits, merged
 with SAM2's non-overlap rule: per pixel the object with the highest logit wins, if that logit is above 0.
 No torch here: fusion and submission writing run without it.
@@ -30,20 +34,53 @@ from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
 
 META_FILE = "meta.json"
-_CONFIG_ID = re.compile(r"^s(?P<scale>[-+0-9.eE]+)_b(?P<bias>[-+0-9.eE]+)$")
+_VIEW = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_VIEW_NAME = re.compile(rf"^{_VIEW}$")
+_CONFIG_ID = re.compile(rf"^s(?P<scale>[-+0-9.eE]+)_b(?P<bias>[-+0-9.eE]+)(@(?P<view>{_VIEW}))?$")
 
 
-def config_id(scale: float, bias: float) -> str:
-    """``s<scale>_b<bias>`` with ``%g`` numbers: (20, -10) -> ``s20_b-10``, (7.5, -4.0) -> ``s7.5_b-4``."""
-    return f"s{float(scale):g}_b{float(bias):g}"
+def check_view(view: str | None) -> str | None:
+    """A view name as given (None = the base view); a clear error for one that cannot name a folder."""
+    if view is None or view == "":
+        return None
+    if not _VIEW_NAME.match(str(view)):
+        raise MassegError(f"{view!r} is not a view name", fix="use letters, digits, '_', '.' or '-' (e.g. flip, trial2)")
+    return str(view)
+
+
+def config_id(scale: float, bias: float, view: str | None = None) -> str:
+    """``s<scale>_b<bias>`` with ``%g`` numbers: (20, -10) -> ``s20_b-10``, (7.5, -4.0) -> ``s7.5_b-4``; with a
+    view, ``s20_b-10@flip``."""
+    base = f"s{float(scale):g}_b{float(bias):g}"
+    view = check_view(view)
+    return base if view is None else f"{base}@{view}"
+
+
+def split_config_id(text: str) -> tuple[float, float, str | None]:
+    """(scale, bias, view or None) from a config id; a clear error for anything else."""
+    match = _CONFIG_ID.match(text)
+    if not match:
+        raise MassegError(f"{text!r} is not a config id",
+                          fix="use s<scale>_b<bias>[@<view>], e.g. s20_b-10, s7.5_b-4 or s7.5_b-4@flip")
+    return float(match["scale"]), float(match["bias"]), match["view"]
 
 
 def parse_config_id(text: str) -> tuple[float, float]:
-    """(scale, bias) from a config id; a clear error for anything else."""
-    match = _CONFIG_ID.match(text)
-    if not match:
-        raise MassegError(f"{text!r} is not a config id", fix="use s<scale>_b<bias>, e.g. s20_b-10 or s7.5_b-4")
-    return float(match["scale"]), float(match["bias"])
+    """(scale, bias) from a config id (its view, if any, dropped); a clear error for anything else."""
+    scale, bias, _ = split_config_id(text)
+    return scale, bias
+
+
+def view_folder(folder: str, view: str | None) -> str:
+    """A store folder (a config id without view, or ``per_type``) under ``view``: ``per_type@flip``."""
+    view = check_view(view)
+    return folder if view is None else f"{folder}@{view}"
+
+
+def config_view(text: str) -> str | None:
+    """The view of a config id or store folder (``per_type@flip`` -> ``flip``); None for the base view."""
+    _, at, view = text.partition("@")
+    return view if at else None
 
 
 def parse_config_list(text: str) -> list[tuple[float, float]]:
@@ -79,6 +116,8 @@ class VideoPrediction:
     scale: float | None = None
     bias: float | None = None
     object_configs: dict[int, tuple[float, float]] | None = None  # per-object (scale, bias) when they differ (per_type)
+    view: str | None = None  # None = the base view; else the view name (another model and/or the mirrored video)
+    flipped: bool = False  # tracked on the mirrored video (logits mirrored back)
 
     def meta(self) -> dict:
         """What goes in meta.json."""
@@ -92,6 +131,8 @@ class VideoPrediction:
             "scale": self.scale,
             "bias": self.bias,
             "object_configs": None if self.object_configs is None else {str(k): list(v) for k, v in self.object_configs.items()},
+            "view": self.view,
+            "flipped": self.flipped,
         }
 
 
@@ -216,6 +257,8 @@ def load_video_prediction(video_dir: Path, object_ids: list[int] | None = None, 
         scale=meta.get("scale"),
         bias=meta.get("bias"),
         object_configs=None if meta.get("object_configs") is None else {int(k): (float(v[0]), float(v[1])) for k, v in meta["object_configs"].items()},
+        view=meta.get("view"),
+        flipped=bool(meta.get("flipped", False)),
     )
     for object_id in wanted:
         path = object_file(video_dir, object_id)
@@ -231,7 +274,7 @@ def load_video_prediction(video_dir: Path, object_ids: list[int] | None = None, 
 
 
 def list_config_ids(predictions_root: Path) -> list[str]:
-    """Config ids present under a predictions root (folders named like ``s20_b-10``)."""
+    """Config ids present under a predictions root (folders named like ``s20_b-10`` or ``s20_b-10@flip``)."""
     root = Path(predictions_root)
     if not root.is_dir():
         return []

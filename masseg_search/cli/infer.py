@@ -23,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scene-types", help="scene-type CSV (video, object_id, scene_type); default: computed "
                         "with the demo config's rules")
     parser.add_argument("--out", required=True, help="predictions folder, e.g. results/predictions/test")
+    parser.add_argument("--view", help="store as <config_id>@VIEW (e.g. another sweep trial's checkpoint beside the "
+                        "best one): a view the ensemble can fuse with the base predictions")
+    parser.add_argument("--flip", action="store_true", help="track the horizontally mirrored video and mirror the "
+                        "logits back (test-time augmentation); the view defaults to 'flip'")
     parser.add_argument("--save-masks", action="store_true",
                         help="also write <out>/<config_id>/Annotations/<video>/<frame>.png (video resolution)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = run_inference(args.model_config, args.checkpoint, args.data, args.out, args.configs or None,
                         split_list=args.split_list, per_type=args.per_type, scene_types=args.scene_types,
                         save_masks=args.save_masks, device=args.device, skip_bad=args.skip_bad,
-                        postprocess=args.postprocess, progress=not args.no_progress)
+                        postprocess=args.postprocess, progress=not args.no_progress, view=args.view,
+                        flip=args.flip)
     print(f"predictions in {out}")
     return 0

@@ -173,3 +173,48 @@ def test_resuming_with_another_model_is_an_error(tiny_dataset, tiny_checkpoint, 
         run_inference("tiny64", other, tiny_dataset, out, "7.5,-4", videos=["video_0000"], device="cpu", progress=False)
     run_inference("tiny64", tiny_checkpoint, tiny_dataset, out, "7.5,-4", videos=["video_0000"], device="cpu", progress=False)
     assert json.loads((out / "infer_run.json").read_text())["configs"] == ["s20_b-10", "s7.5_b-4"]
+
+
+def test_views_store_other_checkpoints_and_the_mirror_beside_the_base(engine_videos, lively_checkpoint, tmp_path, capsys):
+    """--view NAME and --flip write <config>@<view> folders (and per_type@<view>) with their own run records: another
+    checkpoint goes under a view, never into the base view, and a view keeps its own model on resume."""
+    from masseg_search.model.build import init_checkpoint
+
+    out = tmp_path / "pred"
+    videos = ["v0"]
+    run_inference("tiny64", lively_checkpoint, engine_videos, out, "20,-10", videos=videos, device="cpu", progress=False)
+    other = init_checkpoint("tiny64", tmp_path / "other.pt", seed=5)
+    run_inference("tiny64", other, engine_videos, out, "20,-10", videos=videos, device="cpu", progress=False, view="trial2")
+    best = tmp_path / "best_configs.yaml"
+    save_best_configs(best, BestConfigs({}, (7.5, -4.0)))
+    types = tmp_path / "types.csv"
+    ids = open_dataset(engine_videos).video("v0").first_annotation()[1]
+    pd.DataFrame({"video": "v0", "object_id": [int(i) for i in np.unique(ids) if 0 < i < 255],
+                  "scene_type": "regular"}).to_csv(types, index=False)
+    one = tmp_path / "one.txt"
+    one.write_text("v0\n")
+    assert main(["infer", "--model-config", "tiny64", "--checkpoint", str(lively_checkpoint), "--data", str(engine_videos),
+                 "--split-list", str(one), "--configs", "20,-10", "--per-type", str(best), "--scene-types", str(types),
+                 "--out", str(out), "--flip", "--device", "cpu", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["per_type@flip", "s20_b-10", "s20_b-10@flip", "s20_b-10@trial2"]
+    base = load_video_prediction(out / "s20_b-10" / "v0")
+    mirrored = load_video_prediction(out / "s20_b-10@flip" / "v0")
+    trial2 = load_video_prediction(out / "s20_b-10@trial2" / "v0")
+    assert (mirrored.view, mirrored.flipped, trial2.view, trial2.flipped, base.view) == ("flip", True, "trial2", False, None)
+    assert any(not np.array_equal(base.logits[i], trial2.logits[i]) for i in base.object_ids)
+    assert any(not np.array_equal(base.logits[i], mirrored.logits[i]) for i in base.object_ids)
+    per_type = load_video_prediction(out / "per_type@flip" / "v0")
+    assert per_type.object_configs == {i: (7.5, -4.0) for i in per_type.object_ids} and per_type.view == "flip"
+    records = {p.name: json.loads(p.read_text()) for p in out.glob("infer_run*.json")}
+    assert set(records) == {"infer_run.json", "infer_run@trial2.json", "infer_run@flip.json"}
+    assert records["infer_run@trial2.json"]["checkpoint"] == str(other.resolve())
+    assert records["infer_run@flip.json"]["flip"] is True and records["infer_run.json"]["view"] is None
+    with pytest.raises(MassegError, match="another --view"):  # the base view keeps its model
+        run_inference("tiny64", other, engine_videos, out, "7.5,-4", videos=videos, device="cpu", progress=False)
+    with pytest.raises(MassegError, match="another run.*flip"):  # a mirrored view stays mirrored
+        run_inference("tiny64", lively_checkpoint, engine_videos, out, "7.5,-4", videos=videos, device="cpu",
+                      progress=False, view="flip")
+    with pytest.raises(MassegError, match="not a view name"):
+        run_inference("tiny64", lively_checkpoint, engine_videos, out, "7.5,-4", videos=videos, device="cpu",
+                      progress=False, view="../up")
