@@ -10,6 +10,12 @@ validation only. Candidates:
 - ``mean-top<k>`` / ``logit-mean-top<k>``: the mean of probabilities / logits of the k best configurations;
 - ``vote-all``: majority vote of every stored configuration (with 3 or more).
 
+Views (``infer --view NAME`` / ``--flip``: another checkpoint, or the mirrored video) add a second axis. The
+candidates above use the base view only; when views are stored, ``best-single``, ``select`` and ``mean-top<k>`` are
+also scored fused over views (``+<view>`` for each view alone, ``+views`` for all of them): each configuration the
+candidate names is taken under the base view and under those views, and everything is averaged as probabilities
+(``mean``). A view variant is scored only when every configuration it needs is stored under its views.
+
 Choices inside a candidate (which config is best, which k are top) are made on training folds and scored on the
 held-out fold when a folds file exists (``{fold: [videos]}``, e.g. tune-mss's ``results/mss/<study>/folds.json``);
 without one, choice and score use the same videos and the record says ``held_out: false``. ``select`` is scored
@@ -110,6 +116,11 @@ def _mean_jf(table: dict[str, dict[str, dict[int, float]]], key_of_video: Any, v
     return float(np.mean(values)) if values else float("nan")
 
 
+def _rule_key(rule: FusionRule) -> str:
+    """The table key of a fused candidate (``mean:s20_b-10,s20_b-10@flip``)."""
+    return f"{rule.method}:{','.join(rule.configs)}"
+
+
 def _rank_configs(table: dict, configs: list[str], videos: list[str]) -> list[str]:
     """Configs by mean single-config J&F over ``videos``, best first (ties: list order)."""
     means = [_mean_jf(table, lambda _v, c=config: f"single:{c}", videos) for config in configs]
@@ -141,6 +152,38 @@ def _fold_select_rules(path: Path, fold_map: dict[str, list[str]], object_ids: d
     return rules
 
 
+def with_views(rule: FusionRule, views: tuple[str, ...]) -> FusionRule:
+    """``rule``'s configurations under the base view and under each of ``views``, fused by the mean of
+    probabilities (``logit-mean`` stays a logit mean); ``rule`` itself without views."""
+    if not views:
+        return rule
+    configs = tuple(rule.configs) + tuple(store.config_id(*store.parse_config_id(c), v) for v in views for c in rule.configs)
+    return FusionRule("logit-mean" if rule.method == "logit-mean" else "mean", configs)
+
+
+def _view_sets(views: list[str]) -> list[tuple[str, ...]]:
+    """Each stored view alone, then all of them (when there are several)."""
+    sets = [(view,) for view in views]
+    return sets + [tuple(views)] if len(views) > 1 else sets
+
+
+def _view_suffix(view_set: tuple[str, ...], views: list[str]) -> str:
+    return "+views" if len(view_set) > 1 and len(view_set) == len(views) else "+" + "+".join(view_set)
+
+
+def _spec_with_views(spec: RuleSpec, views: tuple[str, ...]) -> RuleSpec:
+    rule = with_views(FusionRule(spec.method, spec.configs, spec.weights), views)
+    return RuleSpec(rule.method, rule.configs, rule.weights)
+
+
+def _select_plan_with_views(best: Any, views: tuple[str, ...]) -> FusionPlan:
+    """``select`` fused over views, written out as per-scene-type rules (the default config for other types)."""
+    def rule(pair: tuple[float, float]) -> RuleSpec:
+        return _spec_with_views(RuleSpec("single", (store.config_id(*pair),)), views)
+
+    return FusionPlan(rule(best.default), {scene_type: rule(pair) for scene_type, pair in sorted(best.types.items())})
+
+
 def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan: str | Path, split_list: str | Path | None = None,
                   scene_types: str | Path | None = None, best_configs: str | Path | None = None, folds: str | Path | None = None,
                   top_k: int = 3, workers: int = 1, videos: list[str] | None = None, progress: bool = True) -> FusionPlan:
@@ -151,7 +194,14 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
     if not names:
         raise MassegError("no validation videos", data_root, "pass a split list with videos")
     available = store.list_config_ids(predictions_root)
-    complete = [c for c in available if all(store.is_complete(predictions_root / c / v) for v in names)]
+    complete_any = [c for c in available if all(store.is_complete(predictions_root / c / v) for v in names)]
+    complete = [c for c in complete_any if store.config_view(c) is None]  # the base view's configurations
+    views = sorted({store.config_view(c) for c in complete_any} - {None})
+    view_sets = _view_sets(views)
+
+    def stored_under(rule: FusionRule, view_set: tuple[str, ...]) -> bool:
+        return all(c in complete_any for c in with_views(rule, view_set).configs)
+
     if not complete:
         raise MassegError("no stored configuration covers every validation video", predictions_root,
                           "run (or resume) `masseg-search infer` on the validation split")
@@ -189,6 +239,14 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
             notes.append("select scored with best_configs.yaml as given: optimistic if it was tuned on these videos")
     else:
         notes.append("select not scored: pass --best-configs and --scene-types")
+    if "select" in fixed:
+        for view_set in view_sets:
+            rules = {v: {i: with_views(r, view_set) for i, r in per_object.items()} for v, per_object in fixed["select"].items()}
+            if all(all(c in complete_any for c in r.configs) for per_object in rules.values() for r in per_object.values()):
+                fixed["select" + _view_suffix(view_set, views)] = rules
+            else:
+                notes.append(f"select{_view_suffix(view_set, views)} not scored: its configurations are not all stored "
+                             f"under {', '.join(view_set)}")
     if len(complete) >= 3:
         fixed["vote-all"] = uniform(FusionRule("vote", tuple(complete)))
     else:
@@ -206,9 +264,13 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
     combos: dict[str, dict[str, FusionRule]] = {}  # video -> combo key -> rule
     for fold, members in fold_map.items():
         chosen = tuple(ranking[fold][:top_k])
-        for method in ("mean", "logit-mean"):
+        rules = [FusionRule("mean", chosen), FusionRule("logit-mean", chosen)]
+        rules += [with_views(FusionRule(method, configs), view_set) for view_set in view_sets
+                  for method, configs in (("single", chosen[:1]), ("mean", chosen))
+                  if stored_under(FusionRule(method, configs), view_set)]
+        for rule in rules:
             for video in members:
-                combos.setdefault(video, {})[f"{method}:{','.join(chosen)}"] = FusionRule(method, chosen)
+                combos.setdefault(video, {})[_rule_key(rule)] = rule
     stage_two = [_VideoJob(predictions_root, dataset.video(v), {k: {i: r for i in object_ids[v]} for k, r in rules.items()})
                  for v, rules in combos.items()]
     for video, scores in _run_jobs(stage_two, workers, progress, "select-on: fused candidates").items():
@@ -216,12 +278,12 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
 
     candidates: list[dict[str, Any]] = []
 
-    def add(name: str, key_for_fold: Any, rule: RuleSpec) -> None:
+    def add(name: str, key_for_fold: Any, rule: RuleSpec | dict[str, Any]) -> None:
         per_fold = {fold: _mean_jf(table, lambda _v, f=fold: key_for_fold(f), members) for fold, members in fold_map.items()}
         scored = [v for members in fold_map.values() for v in members]
         pooled = [jf for fold, members in fold_map.items() for v in members for jf in table[v][key_for_fold(fold)].values()]
         candidates.append({"name": name, "jf": float(np.mean(pooled)), "per_fold": per_fold, "videos": len(scored), "objects": len(pooled),
-                           "rule": rule.to_dict()})
+                           "rule": rule if isinstance(rule, dict) else rule.to_dict()})
 
     overall_rank = _rank_configs(table, complete, names)
     add("best-single", lambda fold: f"single:{ranking[fold][0]}", RuleSpec("single", (overall_rank[0],)))
@@ -232,17 +294,33 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
     add(f"logit-mean-top{top_k}", lambda fold: f"logit-mean:{','.join(ranking[fold][:top_k])}", RuleSpec("logit-mean", top))
     if "vote-all" in fixed:
         add("vote-all", lambda fold: "vote-all", RuleSpec("vote", tuple(complete)))
+    plans: dict[str, FusionPlan] = {}  # candidates whose plan is more than one rule
+    for view_set in view_sets:
+        suffix = _view_suffix(view_set, views)
+        for name, method, count in (("best-single", "single", 1), (f"mean-top{top_k}", "mean", top_k)):
+            # per fold: the configs chosen on its training folds, under the views; the plan: those chosen on all
+            keys = {fold: _rule_key(with_views(FusionRule(method, tuple(ranking[fold][:count])), view_set)) for fold in fold_map}
+            if all(keys[fold] in table[v] for fold, members in fold_map.items() for v in members):
+                add(name + suffix, lambda fold, keys=keys: keys[fold],
+                    _spec_with_views(RuleSpec(method, tuple(overall_rank[:count])), view_set))
+        if f"select{suffix}" in fixed and best is not None:
+            plans[f"select{suffix}"] = _select_plan_with_views(best, view_set)
+            add(f"select{suffix}", lambda fold, key=f"select{suffix}": key,
+                {"method": "select", "configs": [], "views": list(view_set)})
 
     winner = max(range(len(candidates)), key=lambda i: (candidates[i]["jf"], -i))
     chosen = candidates[winner]
     singles = {c: _mean_jf(table, lambda _v, c=c: f"single:{c}", names) for c in complete}
-    plan = FusionPlan(RuleSpec(chosen["rule"]["method"], tuple(chosen["rule"]["configs"]), None),
-                      best_configs=str(best_configs) if chosen["name"] == "select" else None)
+    if chosen["name"] in plans:  # select over views: one mean rule per scene type
+        plan = plans[chosen["name"]]
+    else:
+        plan = FusionPlan(RuleSpec(chosen["rule"]["method"], tuple(chosen["rule"]["configs"]), None),
+                          best_configs=str(best_configs) if chosen["name"] == "select" else None)
     plan.selection = {
         "chosen": chosen["name"], "jf": chosen["jf"], "metric": "J&F mean over objects (DAVIS, frames 1..T-2)",
         "held_out": held_out, "folds": {fold: len(members) for fold, members in fold_map.items()},
         "predictions": str(predictions_root), "data": str(data_root), "top_k": top_k,
-        "candidates": candidates, "single_configs": singles, "notes": notes,
+        "candidates": candidates, "single_configs": singles, "views": views, "notes": notes,
     }
     save_plan(out_plan, plan)
     return plan

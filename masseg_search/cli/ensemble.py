@@ -108,10 +108,10 @@ def _run_select(args: argparse.Namespace, section, workers: int) -> int:
                          scene_types=args.scene_types, best_configs=args.best_configs, folds=folds,
                          top_k=args.top_k or section.top_k, workers=workers)
     selection = plan.selection or {}
-    print(f"{'candidate':<22} {'J&F':>7}  (" + ("held-out folds" if selection.get("held_out") else "in-sample: no folds file") + ")")
+    print(f"{'candidate':<26} {'J&F':>7}  (" + ("held-out folds" if selection.get("held_out") else "in-sample: no folds file") + ")")
     for candidate in selection.get("candidates", []):
         mark = "  <- chosen" if candidate["name"] == selection.get("chosen") else ""
-        print(f"{candidate['name']:<22} {candidate['jf']:7.4f}{mark}")
+        print(f"{candidate['name']:<26} {candidate['jf']:7.4f}{mark}")
     for note in selection.get("notes", []):
         print(f"note: {note}")
     print(f"plan written: {args.out_plan}")

@@ -304,12 +304,14 @@ def positive_extents(positive_rows: np.ndarray, positive_cols: np.ndarray) -> np
 
 def _load_config(predictions_root: Path, video: str, config: str, object_ids: list[int],
                  cache: dict[str, store.VideoPrediction] | None) -> store.VideoPrediction:
-    """A video's prediction under ``config``: its own folder, else ``per_type/`` (infer --per-type) when that
-    folder stored these objects under ``config``."""
+    """A video's prediction under ``config``: its own folder, else ``per_type/`` (``per_type@<view>/`` for a config
+    of that view; infer --per-type) when that folder stored these objects under ``config``."""
+    view = store.config_view(config)
     folder = predictions_root / config / video
-    per_type = predictions_root / PER_TYPE_FOLDER / video
+    per_type_folder = store.view_folder(PER_TYPE_FOLDER, view)
+    per_type = predictions_root / per_type_folder / video
     use_per_type = not (folder / store.META_FILE).is_file() and (per_type / store.META_FILE).is_file()
-    key = PER_TYPE_FOLDER if use_per_type else config
+    key = per_type_folder if use_per_type else config
     if cache is not None and key not in cache:
         cache[key] = store.load_video_prediction(per_type if use_per_type else folder, mmap=True)
     if cache is not None:
@@ -317,7 +319,7 @@ def _load_config(predictions_root: Path, video: str, config: str, object_ids: li
     else:
         prediction = store.load_video_prediction(per_type if use_per_type else folder, object_ids, mmap=True)
     if use_per_type:
-        stored = {i: store.config_id(*pair) for i, pair in (prediction.object_configs or {}).items()}
+        stored = {i: store.config_id(*pair, view) for i, pair in (prediction.object_configs or {}).items()}
         wrong = [i for i in object_ids if stored.get(i) != config]
         if wrong:
             raise MassegError(f"objects {wrong} of {video} are stored under {sorted({stored.get(i) for i in wrong}, key=str)}, "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -54,6 +54,22 @@ class FusionPlan:
     best_configs: str | None = None
     scene_types: str | None = None
     selection: dict[str, Any] | None = None
+
+    def needed_configs(self, best: BestConfigs | None = None) -> set[str] | None:
+        """Every config id some rule of this plan can read (``select``: each scene type's and the default one of
+        ``best``); None when a rule reads every stored config (an empty ``configs`` list)."""
+        needed: set[str] = set()
+        for rule in [self.default, *self.per_type.values(), *self.per_object.values()]:
+            if rule.method == "select":
+                if best is None:
+                    raise MassegError("the plan uses 'select' but no best_configs.yaml is given", None,
+                                      "pass --best-configs or set best_configs in the plan")
+                needed |= {store.config_id(*pair) for pair in [best.default, *best.types.values()]}
+            elif not rule.configs:
+                return None
+            else:
+                needed |= set(rule.configs)
+        return needed
 
     def uses_select(self) -> bool:
         """True when some rule needs best_configs.yaml and scene types."""
@@ -141,6 +157,15 @@ def save_plan(path: str | Path, plan: FusionPlan) -> None:
 # ------------------------------------------------------------------------------------------- rule resolution
 
 
+def per_type_views(predictions_root: str | Path) -> set[str | None]:
+    """The views that have a ``per_type`` folder under ``predictions_root`` (None = the base view's ``per_type/``)."""
+    root = Path(predictions_root)
+    if not root.is_dir():
+        return set()
+    return {store.config_view(p.name) for p in root.iterdir()
+            if p.is_dir() and p.name.partition("@")[0] == PER_TYPE_FOLDER}
+
+
 def load_scene_type_lookup(path: str | Path) -> dict[tuple[str, int], str]:
     """(video, object_id) -> scene type from a scene-types CSV (columns video, object_id, scene_type)."""
     from masseg_search.data.scene_types import load_scene_types
@@ -154,10 +179,14 @@ class RuleResolver:
 
     def __init__(self, plan: FusionPlan, available_configs: list[str],
                  scene_types: dict[tuple[str, int], str] | None = None, best: BestConfigs | None = None,
-                 per_type_stored: bool = False):
+                 per_type_stored: bool = False, per_type_views: Iterable[str | None] = ()):
+        """``per_type_stored``: ``per_type/`` exists; ``per_type_views``: the views whose ``per_type@<view>/``
+        exists (None = the base view). A config missing from ``available_configs`` is then looked up there when
+        loaded (and refused there if that folder holds the object under another config)."""
         self.plan, self.available, self.scene_types, self.best = plan, list(available_configs), scene_types, best
-        self.per_type_stored = per_type_stored
-        if not self.available and not (per_type_stored and plan.uses_select()):
+        self.per_type_views = set(per_type_views) | ({None} if per_type_stored else set())
+        self.per_type_stored = None in self.per_type_views
+        if not self.available and not (self.per_type_views and (plan.uses_select() or plan.per_type or plan.per_object)):
             raise MassegError("no stored configurations found", None, "point --predictions at results/predictions/<split> written by infer")
         if plan.uses_select() and best is None:
             raise MassegError("the plan uses 'select' but no best_configs.yaml is given", None, "pass --best-configs or set best_configs in the plan")
@@ -192,8 +221,9 @@ class RuleResolver:
             method = "single"
         else:
             configs, method = spec.configs or tuple(self.available), spec.method
-        missing = [c for c in configs if c not in self.available]
-        if missing and not (spec.method == "select" and self.per_type_stored):  # per_type/ is checked when loaded
+        # a config only per_type[@view]/ holds is checked when loaded
+        missing = [c for c in configs if c not in self.available and store.config_view(c) not in self.per_type_views]
+        if missing:
             raise MassegError(f"configs {missing} (object {video}/{object_id}) are not in the predictions", None,
                               f"run `masseg-search infer` with them, or use the stored ones: {', '.join(self.available)}")
         return FusionRule(method, tuple(configs), spec.weights)

@@ -16,7 +16,7 @@ from masseg_search.best_configs import load_best_configs
 from masseg_search.data import layout
 from masseg_search.ensemble.fuse import FusedVideo, fuse_video
 from masseg_search.ensemble.plan import (
-    PER_TYPE_FOLDER, FusionPlan, FusionRule, RuleResolver, load_plan, load_scene_type_lookup,
+    PER_TYPE_FOLDER, FusionPlan, FusionRule, RuleResolver, load_plan, load_scene_type_lookup, per_type_views,
 )
 from masseg_search.ensemble.render import video_masks
 from masseg_search.errors import MassegError
@@ -99,7 +99,7 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
     lookup = load_scene_type_lookup(scene_types_path) if scene_types_path else None
     best = load_best_configs(best_path) if best_path else None
     resolver = RuleResolver(plan, store.list_config_ids(predictions_root), lookup, best,
-                            per_type_stored=(predictions_root / PER_TYPE_FOLDER).is_dir())
+                            per_type_views=per_type_views(predictions_root))
     dataset = layout.open_dataset(data_root, split_list=split_list)
     names = list(videos) if videos is not None else dataset.video_names
     jobs = []
@@ -144,12 +144,13 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
 def _stored_object_ids(predictions_root: Path, configs: list[str], video: str) -> list[int]:
     """Object ids of a video: the union over the configs that hold it complete (a clear error if none does)."""
     object_ids: list[int] = []
-    for config in [*configs, PER_TYPE_FOLDER]:
+    configs = [*configs, *(store.view_folder(PER_TYPE_FOLDER, view) for view in per_type_views(predictions_root))]
+    for config in configs:
         video_dir = predictions_root / config / video
         if store.is_complete(video_dir):
             meta = store.load_video_prediction(video_dir, object_ids=[])
             object_ids += [i for i in meta.object_ids if i not in object_ids]
-    if not object_ids and not any((predictions_root / c / video / store.META_FILE).is_file() for c in [*configs, PER_TYPE_FOLDER]):
+    if not object_ids and not any((predictions_root / c / video / store.META_FILE).is_file() for c in configs):
         raise MassegError(f"video {video} has no complete prediction under any config", predictions_root,
                           "run (or resume) `masseg-search infer` on this split")
     return sorted(object_ids)
