@@ -103,6 +103,19 @@ def test_plain_method_gives_identical_tables(gt_and_pred) -> None:
     assert fast.per_frame.equals(plain.per_frame) and fast.global_table.equals(plain.global_table)
 
 
+def test_compiled_and_python_kernels_give_identical_tables(gt_and_pred, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluator's tables do not depend on which kernel the fast path runs, with one process or two."""
+    from masseg_search.evaluation import compiled
+
+    gt_root, pred_root, _ = gt_and_pred
+    default = evaluate_predictions(gt_root, pred_root, progress=False)
+    monkeypatch.setattr(compiled, "kernel", None)
+    for workers in (1, 2):
+        python_kernel = evaluate_predictions(gt_root, pred_root, workers=workers, progress=False)
+        assert default.per_frame.equals(python_kernel.per_frame) and default.per_object.equals(python_kernel.per_object)
+        assert default.global_table.equals(python_kernel.global_table)
+
+
 def test_mosev2_protocol_tables(gt_and_pred, tmp_path: Path) -> None:
     gt_root, pred_root, _ = gt_and_pred
     result = evaluate_predictions(gt_root, pred_root, protocol="mosev2", progress=False)
