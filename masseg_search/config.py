@@ -212,6 +212,10 @@ class EnsembleSection(Section):
     weights: list[float] | None = Field(None, description="one weight per config (mean, logit-mean, vote); None = equal")
     top_k: int = Field(3, ge=1, description="configs in the mean-top-k candidates of --select-on")
     workers: int = Field(2, ge=1, description="processes over videos")
+    flip: bool = Field(False, description="the demo also infers the mirrored videos (view 'flip'; infer --flip) as "
+                       "ensemble members")
+    trials: int = Field(1, ge=1, description="the demo also infers the next best sweep trials' checkpoints (views "
+                        "'trial2', 'trial3', ...; with flip also 'trial2.flip') as ensemble members; 1 = the best only")
 
     @model_validator(mode="after")
     def _weights_match(self) -> "EnsembleSection":

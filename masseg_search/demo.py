@@ -8,8 +8,9 @@ Stages (each one the same function its own command calls, so the demo is also th
    augmentation probabilities, ASHA stopping the weak trials.
 3. ``tune-mss --study val``: one Optuna study per scene type on the validation split, with the held-out estimate.
 4. ``infer`` on val and test with SAM2's 20/-10, MASSeg's 7.5/-4 and the tuned per-type configurations (one engine
-   pass each), ``ensemble --select-on val`` chooses the fusion, ``ensemble`` applies it to test, and ``submission
-   check`` runs on the zip it wrote (a failing check stops the demo with the problems).
+   pass each), also under the ensemble's views (``ensemble.flip``: the mirrored videos; ``ensemble.trials``: the
+   next best sweep trials' checkpoints), ``ensemble --select-on val`` chooses the fusion, ``ensemble`` applies it
+   to test, and ``submission check`` runs on the zip it wrote (a failing check stops the demo with the problems).
 5. ``evaluate`` every row against the synthetic test ground truth, with a bootstrap interval over videos, and each
    stage's gain over the row it improves on (STAGE_GAINS) with a paired bootstrap interval over videos.
 
@@ -32,7 +33,7 @@ from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_conf
 from masseg_search.config import ProjectConfig, load_config
 from masseg_search.data.layout import atomic_write_bytes, find_split_list, open_dataset
 from masseg_search.errors import MassegError
-from masseg_search.predictions import config_id
+from masseg_search.predictions import config_id, config_view, parse_config_id
 
 log = logging.getLogger(__name__)
 
@@ -225,14 +226,29 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     scene_csv = {split: _scene_types_csv(cfg, data_root, lst, scene_types_dir / f"{split}.csv")
                  for split, lst in (("val", val_list), ("test", test_list))}
     predictions = out / "predictions"
+    views = ensemble_views(tuned_checkpoint, top_trial_checkpoints(sweep.table_csv, cfg.ensemble.trials),
+                           cfg.ensemble.flip)
+    if len(views) > 1:
+        print("views: " + ", ".join(view or "base" for view, _, _ in views))
+    # the views run what select needs on val (scored held out); on test only what the chosen plan reads
+    view_pairs = sorted({best.default, *best.types.values(), *heldout_configs(tuned.out_dir)})
     for split, lst in (("val", val_list), ("test", test_list)):
         run_inference(cfg.model.config, tuned_checkpoint, data_root, predictions / split, pairs, split_list=lst,
                       per_type=best_configs_path, scene_types=scene_csv[split], device=cfg.model.device, progress=progress)
+    for view, checkpoint, flip in views[1:]:
+        run_inference(cfg.model.config, checkpoint, data_root, predictions / "val", view_pairs, split_list=val_list,
+                      device=cfg.model.device, progress=progress, view=view, flip=flip)
     plan_path = out / "plans" / "val.yaml"
     plan = select_fusion(predictions / "val", data_root, plan_path, split_list=val_list, scene_types=scene_csv["val"],
                          best_configs=best_configs_path, folds=tuned.out_dir / "folds.json"
                          if (tuned.out_dir / "folds.json").is_file() else None, top_k=cfg.ensemble.top_k,
                          progress=progress)
+    needed = plan.needed_configs(best)
+    for view, checkpoint, flip in views[1:]:
+        view_needed = sorted(parse_config_id(c) for c in (needed or []) if config_view(c) == view)
+        if view_needed:
+            run_inference(cfg.model.config, checkpoint, data_root, predictions / "test", view_needed,
+                          split_list=test_list, device=cfg.model.device, progress=progress, view=view, flip=flip)
     submission = run_ensemble(predictions / "test", plan, data_root, out / "submissions" / "demo", split_list=test_list,
                               scene_types=scene_csv["test"], best_configs=best_configs_path, progress=progress)
     check_demo_submission(submission, data_root, test_list)
@@ -300,6 +316,29 @@ def check_demo_submission(submission: Any, data_root: Path, test_list: Path) -> 
         raise MassegError(f"the demo's test submission fails the submission check ({len(problems)} problems: {shown})",
                           submission.zip_path or submission.out_dir,
                           "rerun the demo into an empty --out folder; report it as a bug if it persists")
+
+
+def top_trial_checkpoints(table_csv: str | Path, count: int) -> list[str]:
+    """The checkpoints of the ``count`` sweep trials with the best validation J&F, best first (trials without a
+    checkpoint are skipped)."""
+    table = pd.read_csv(table_csv)
+    table = table[table["checkpoint"].notna() & table["best_val_jf"].notna()]
+    table = table.sort_values(["best_val_jf", "trial_id"], ascending=[False, True], kind="stable")
+    return [str(path) for path in table["checkpoint"].head(count)]
+
+
+def ensemble_views(best_checkpoint: str, ranked: list[str], flip: bool) -> list[tuple[str | None, str, bool]]:
+    """(view, checkpoint, mirrored) for every view the demo infers: the best trial as the base view, ``flip`` its
+    mirrored videos, and ``trial<k>`` (``trial<k>.flip``) the k-th best trial's checkpoint."""
+    views: list[tuple[str | None, str, bool]] = [(None, best_checkpoint, False)]
+    if flip:
+        views.append(("flip", best_checkpoint, True))
+    others = [path for path in ranked if Path(path).resolve() != Path(best_checkpoint).resolve()]
+    for rank, checkpoint in enumerate(others[: max(len(ranked) - 1, 0)], start=2):
+        views.append((f"trial{rank}", checkpoint, False))
+        if flip:
+            views.append((f"trial{rank}.flip", checkpoint, True))
+    return views
 
 
 def heldout_configs(mss_dir: Path) -> set[tuple[float, float]]:

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from masseg_search.cli import main
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
-from masseg_search.demo import STAGE_GAINS, check_demo_submission, object_jf, paired_gains
+from masseg_search.demo import STAGE_GAINS, check_demo_submission, ensemble_views, object_jf, paired_gains, top_trial_checkpoints
 from masseg_search.errors import MassegError
 
 QUICK_BUDGET_S = 180  # the issue's bound for --quick on a 2-core CPU
@@ -78,6 +79,18 @@ def test_check_demo_submission_passes_a_valid_zip_and_names_the_problems(tmp_pat
         check_demo_submission(refused, tiny_dataset, split)
 
 
+def test_views_come_from_the_best_trials_and_the_mirror(tmp_path: Path) -> None:
+    """The sweep table ranks trials by validation J&F; trials without a checkpoint or a score are skipped."""
+    table = tmp_path / "results.csv"
+    pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "best_val_jf": [0.61, 0.70, None, 0.65],
+                  "checkpoint": ["/ck/a.pt", "/ck/b.pt", "/ck/c.pt", None]}).to_csv(table, index=False)
+    assert top_trial_checkpoints(table, 2) == ["/ck/b.pt", "/ck/a.pt"]
+    assert top_trial_checkpoints(table, 5) == ["/ck/b.pt", "/ck/a.pt"]
+    assert ensemble_views("/ck/b.pt", ["/ck/b.pt"], flip=False) == [(None, "/ck/b.pt", False)]
+    assert ensemble_views("/ck/b.pt", ["/ck/b.pt", "/ck/a.pt"], flip=True) == [
+        (None, "/ck/b.pt", False), ("flip", "/ck/b.pt", True), ("trial2", "/ck/a.pt", False), ("trial2.flip", "/ck/a.pt", True)]
+
+
 def test_demo_out_that_is_a_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "taken"
     out.write_text("not a folder")
@@ -119,6 +132,11 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     assert (out / "mss" / "val" / "best_configs.yaml").is_file()
     assert (out / "mss" / "val" / "holdout_summary.csv").is_file()
     assert (out / "plans" / "val.yaml").is_file()
+    # the ensemble's views (configs/demo.yaml: the mirror and the second best trial) were stored and scored on val
+    selection = yaml.safe_load((out / "plans" / "val.yaml").read_text())["selection"]
+    assert selection["views"] == ["flip", "trial2", "trial2.flip"]
+    assert {"select+flip", "select+views", "best-single+flip"} <= {c["name"] for c in selection["candidates"]}
+    assert any(p.name.endswith("@flip") for p in (out / "predictions" / "val").iterdir())
     assert (out / "submissions" / "demo.zip").is_file() and "submission check: valid" in printed
     assert "optuna-dashboard" in printed and "masseg-search report" in printed
     assert seconds < QUICK_LIMIT_S, f"--quick took {seconds:.0f} s (budget {QUICK_BUDGET_S} s on 2 free cores)"
