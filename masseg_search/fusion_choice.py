@@ -310,12 +310,19 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
 
     winner = max(range(len(candidates)), key=lambda i: (candidates[i]["jf"], -i))
     chosen = candidates[winner]
-    singles = {c: _mean_jf(table, lambda _v, c=c: f"single:{c}", names) for c in complete}
     if chosen["name"] in plans:  # select over views: one mean rule per scene type
         plan = plans[chosen["name"]]
     else:
         plan = FusionPlan(RuleSpec(chosen["rule"]["method"], tuple(chosen["rule"]["configs"]), None),
                           best_configs=str(best_configs) if chosen["name"] == "select" else None)
+    # the chosen plan's members under other views, scored alone too: the report sets the fusion against them
+    members = sorted(c for c in (plan.needed_configs(best) or []) if c in complete_any and c not in complete)
+    if members:
+        stage_three = [_VideoJob(predictions_root, dataset.video(v), {f"single:{c}": uniform(FusionRule("single", (c,)))[v]
+                                                                      for c in members}) for v in names]
+        for video, scores in _run_jobs(stage_three, workers, progress, "select-on: members under views").items():
+            table[video].update(scores)
+    singles = {c: _mean_jf(table, lambda _v, c=c: f"single:{c}", names) for c in [*complete, *members]}
     plan.selection = {
         "chosen": chosen["name"], "jf": chosen["jf"], "metric": "J&F mean over objects (DAVIS, frames 1..T-2)",
         "held_out": held_out, "folds": {fold: len(members) for fold, members in fold_map.items()},

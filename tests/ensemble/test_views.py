@@ -87,6 +87,9 @@ def test_select_on_chooses_the_view_fusion_when_views_err_in_opposite_directions
     assert jf["best-single+flip"] > max(jf["best-single"], jf["mean-top2"], jf["logit-mean-top2"]) + 0.02
     assert plan.default == RuleSpec("mean", ("s20_b-10", "s20_b-10@flip"))
     assert load_plan(tmp_path / "plan.yaml").default == plan.default
+    # the chosen fusion's members are scored alone too (the report's "gain over its members"), no other view configs
+    assert set(plan.selection["single_configs"]) == {"s20_b-10", "s7.5_b-4", "s20_b-10@flip"}
+    assert plan.selection["single_configs"]["s20_b-10@flip"] < jf["best-single+flip"]
     result = run_ensemble(stored, plan, tiny_dataset, tmp_path / "subs" / "views", split_list=split_list, progress=False)
     assert result.problems == [] and result.zip_path is not None and result.zip_path.is_file()
 
