@@ -55,6 +55,8 @@ class EpochRecord:
     iterations_per_second: float
     skipped_steps: int = 0
     lr: float = 0.0
+    train_cpu_seconds: float = 0.0  # CPU time of this process while it trained (all its threads: in a Ray trial,
+    # Ray's own threads too); against train_seconds it shows whether the run had its cores to itself
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers (for Ray Tune reports and the history CSV)."""
@@ -250,10 +252,15 @@ def load_training_state(path: Path) -> dict[str, Any]:
 
 
 def _append_history(path: Path, record: EpochRecord) -> None:
+    """One row per epoch; a run resumed from an older version's history keeps that file's columns."""
     metrics = record.metrics()
-    write_header = not path.is_file()
+    write_header = not path.is_file() or path.stat().st_size == 0
+    fieldnames = list(metrics)
+    if not write_header:
+        with path.open(newline="") as handle:
+            fieldnames = next(csv.reader(handle), fieldnames)
     with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(metrics))
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore")
         if write_header:
             writer.writeheader()
         writer.writerow(metrics)
@@ -375,10 +382,10 @@ def train_run(
                              num_workers=train.num_workers)
         bar = tqdm(loader, total=train.iterations_per_epoch, desc=f"epoch {epoch + 1}/{train.epochs}",
                    disable=not (progress and is_main), leave=False)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         means, skipped, lr, steps = _train_epoch(train_model, model, bar, optimizer, loss_fn, train, steps, total_steps,
                                                  device, use_amp)
-        train_seconds = time.perf_counter() - started
+        train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
         started = time.perf_counter()
         scores = validator(model.state_dict()) if validator is not None else {
@@ -389,6 +396,7 @@ def train_run(
             val_jf=scores["val_jf"], val_j=scores["val_j"], val_f=scores["val_f"], val_objects=scores["val_objects"],
             train_seconds=train_seconds, val_seconds=time.perf_counter() - started,
             iterations_per_second=train.iterations_per_epoch / max(train_seconds, 1e-9), skipped_steps=skipped, lr=lr,
+            train_cpu_seconds=train_cpu_seconds,
         )
         history.append(record)
         if is_main:

@@ -37,6 +37,7 @@ def test_run_validates_every_epoch_and_writes_sam2_checkpoints(two_epoch_run) ->
     for record in result.history:
         assert 0.0 <= record.val_jf <= 1.0 and record.val_objects > 0
         assert record.steps == 3 * record.epoch and record.iterations_per_second > 0
+        assert 0 < record.train_cpu_seconds < 10 * record.train_seconds  # one torch thread (conftest): CPU ~ wall
         assert set(record.loss_terms) == {"loss_mask", "loss_dice", "loss_iou", "loss_class", "loss_sim"}
     state = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
     assert {"model", "optimizer", "epoch", "steps", "loss", "best_meter_values"} <= set(state)
@@ -91,6 +92,19 @@ def test_resume_repeats_a_straight_run(tiny_dataset, tiny_checkpoint, tmp_path) 
     for key, value in b["model"].items():
         torch.testing.assert_close(a["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     assert resumed.history[0].val_jf == pytest.approx(straight.history[-1].val_jf, abs=1e-6)
+
+
+def test_history_of_an_older_run_keeps_its_columns(two_epoch_run, tmp_path) -> None:
+    from masseg_search.finetune.loop import _append_history
+
+    old_columns = ["epoch", "steps", "loss", "val_jf"]  # a run started before a column was added, then resumed
+    path = tmp_path / "history.csv"
+    path.write_text(",".join(old_columns) + "\n1,3,0.5,0.25\n")
+    _append_history(path, two_epoch_run.history[-1])
+    with path.open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == old_columns and len(rows) == 3 and len(rows[2]) == len(old_columns)
+    assert rows[2][0] == "2" and float(rows[2][3]) == pytest.approx(two_epoch_run.history[-1].val_jf)
 
 
 def test_schedule_warms_up_then_decays_to_a_tenth() -> None:
