@@ -34,7 +34,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from masseg_search.config import ProjectConfig, SearchDimension, TrainSection, config_from_dict, set_dotted
 from masseg_search.data.layout import atomic_write_bytes
@@ -403,8 +403,11 @@ def _is_uri(text: str) -> bool:
     return "://" in text
 
 
-def _connect(address: str | None, storage: str) -> bool:
-    """Start or join Ray (reusing a running session); True when the cluster is remote."""
+@contextlib.contextmanager
+def ray_session(address: str | None, storage: str) -> Iterator[bool]:
+    """Start or join Ray for a sweep (reusing a session already running in this process); yields True when the
+    cluster is remote. A local Ray started here is stopped on the way out, so its daemons stop taking CPU and memory
+    once the sweep is over (a later stage of the demo, say) and a CLI exit does not wait on Ray's exit hook."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -413,12 +416,17 @@ def _connect(address: str | None, storage: str) -> bool:
         raise MassegError(
             f"a remote Ray cluster ({address}) cannot write to the local relative storage path {storage!r}",
             storage, "set train_sweep.storage to shared storage every node sees (an absolute NFS path or s3://...)")
-    if not ray.is_initialized():
-        if remote:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=True)
-    return remote
+    if ray.is_initialized():
+        yield remote
+        return
+    if remote:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+    try:
+        yield remote
+    finally:
+        ray.shutdown()  # disconnects from a remote cluster; stops the processes of a local one
 
 
 def check_resources(gpus_per_trial: float, cpus_per_trial: float, workers: int = 1) -> None:
@@ -453,24 +461,32 @@ def run_sweep(
     """Run (or with ``resume`` restore and finish) the sweep described by ``config.train_sweep``.
 
     Arguments override the config's values. ``trainable(params, base_config)`` replaces :func:`run_trial`
-    (for wrapping it, e.g. in tests).
+    (for wrapping it, e.g. in tests). A local Ray started here is stopped when the sweep ends (see
+    :func:`ray_session`); a Ray this process already runs is used and left running.
     """
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
     section = config.train_sweep
     name = name or section.name
     samples = samples or section.samples
     gpus = section.gpus_per_trial if gpus_per_trial is None else gpus_per_trial
     cpus = section.cpus_per_trial if cpus_per_trial is None else cpus_per_trial
+    space = search_space(section.space)
+    plan = trial_plan(gpus, cpus, section.workers_per_trial)
+    with ray_session(address, section.storage):
+        check_resources(gpus, cpus, plan.workers)
+        return _run_tuner(config, name, samples, space, plan, gpus, cpus, resume, trainable)
+
+
+def _run_tuner(config: ProjectConfig, name: str, samples: int, space: dict[str, Any], plan: TrialPlan, gpus: float,
+               cpus: float, resume: bool, trainable: Callable[[dict[str, Any], dict[str, Any]], None] | None
+               ) -> SweepResult:
+    """The Tune part of :func:`run_sweep`, on a connected Ray."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    section = config.train_sweep
     storage = section.storage
     storage_path = storage if _is_uri(storage) else str(Path(storage).resolve())
     experiment_dir = Path(storage_path) / name if not _is_uri(storage) else Path("results/sweeps").resolve() / name
-    space = search_space(section.space)
-
-    plan = trial_plan(gpus, cpus, section.workers_per_trial)
-    _connect(address, storage)
-    check_resources(gpus, cpus, plan.workers)
 
     base_config = absolute_paths(config.model_dump(by_alias=True, exclude={"source"}))
     table = ResultsTable(experiment_dir, list(space), config.train.epochs)

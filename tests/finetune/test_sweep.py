@@ -64,6 +64,7 @@ def test_asha_stops_a_trial_that_cannot_learn(ray_session, tiny_dataset, tiny_ch
     assert (result.experiment_dir / "best_checkpoint.txt").read_text().strip() == str(result.best_checkpoint)
     assert result.best_val_jf == pytest.approx(table["best_val_jf"].max())
     build_model("tiny64", result.best_checkpoint, device="cpu")
+    assert ray_session.is_initialized()  # a Ray the caller started is left running
 
 
 def failing_once(params: dict, base_config: dict) -> None:
@@ -166,6 +167,25 @@ def test_a_gpu_trial_on_a_cluster_without_gpus_fails_before_scheduling(ray_sessi
     error = capsys.readouterr().err
     assert "asks for 2 GPU(s) but the Ray cluster has 0" in error and "--gpus-per-trial 0" in error
     assert not (tmp_path / "gpu2").exists()
+
+
+def test_the_sweep_driver_stops_the_ray_it_started_and_never_imports_torch(tiny_dataset, tiny_checkpoint,
+                                                                          tmp_path) -> None:
+    # a fresh process, as `masseg-search train-sweep` runs: the GPU check fails once Ray is up
+    values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"choices": [1.0]}}, gpus_per_trial=1)
+    config_path = tmp_path / "sweep.yaml"
+    config_path.write_text(yaml.safe_dump(values))
+    script = ("import json, sys, ray\n"
+              "from masseg_search.cli import main\n"
+              f"code = main(['train-sweep', '--config', {str(config_path)!r}, '--name', 'gpu'])\n"
+              "print(json.dumps({'code': code, 'ray_running': ray.is_initialized(), 'torch': 'torch' in sys.modules}))")
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["code"] == 1 and "asks for 1 GPU(s)" in done.stderr
+    assert outcome == {"code": 1, "ray_running": False, "torch": False}  # torch (1.5 s) is the trials' business
 
 
 def test_gpus_per_trial_plans_one_process_or_data_parallel_workers() -> None:
