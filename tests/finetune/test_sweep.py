@@ -65,6 +65,13 @@ def test_asha_stops_a_trial_that_cannot_learn(ray_session, tiny_dataset, tiny_ch
     assert result.best_val_jf == pytest.approx(table["best_val_jf"].max())
     build_model("tiny64", result.best_checkpoint, device="cpu")
     assert ray_session.is_initialized()  # a Ray the caller started is left running
+    # Tune's CSV and JSON logs in every trial folder, no TensorBoard log (it would import torch into the driver)
+    trial_dirs = [path for path in result.experiment_dir.iterdir() if (path / "params.json").is_file()]
+    assert len(trial_dirs) == 2
+    for trial_dir in trial_dirs:
+        assert (trial_dir / "progress.csv").is_file() and (trial_dir / "result.json").is_file()
+        assert not list(trial_dir.glob("events.out.tfevents*"))
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ  # set only while Tune set up
 
 
 def failing_once(params: dict, base_config: dict) -> None:
