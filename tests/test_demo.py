@@ -2,7 +2,6 @@
 own pieces (each stage's paired gain, the submission check of the test zip) on the tiny dataset."""
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 

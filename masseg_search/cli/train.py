@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from masseg_search.config import load_config, resolve_config_path
     from masseg_search.errors import MassegError
-    from masseg_search.finetune.clips import ensure_training_data
+    from masseg_search.data.synth import ensure_training_data
     from masseg_search.finetune.loop import LAST_CHECKPOINT, train_run
 
     config = load_config(args.config)

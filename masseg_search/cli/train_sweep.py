@@ -32,18 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and print where its table and best checkpoint are (exit status 130 when interrupted)."""
     import sys
-    from pathlib import Path
 
     from masseg_search.config import load_config
+    from masseg_search.data.synth import ensure_training_data
     from masseg_search.finetune.sweep import run_sweep
 
     config = load_config(args.config)
-    if config.data.synth is not None and not (Path(config.data.root) / f"{config.data.train_split}.txt").is_file():
-        # the clip loaders import torch (1.5 s), which this process (the Tune driver) never needs: only the trials
-        # do. So only load them when the config's synthetic dataset has to be made (ensure_training_data's own test)
-        from masseg_search.finetune.clips import ensure_training_data
-
-        ensure_training_data(config)
+    ensure_training_data(config)  # from data.synth, not the clip loaders: this driver never needs torch
     result = run_sweep(config, name=args.name, samples=args.samples, gpus_per_trial=args.gpus_per_trial,
                        cpus_per_trial=args.cpus_per_trial, resume=args.resume, address=args.address)
     print(f"{result.trials} trials; results table: {result.table_csv} (and {result.table_parquet.name})")

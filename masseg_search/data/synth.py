@@ -18,13 +18,14 @@ motion), and the events measured on the ground truth (disappear / reappear frame
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -37,6 +38,9 @@ from masseg_search.data.layout import (
     write_split_list,
 )
 from masseg_search.errors import MassegError
+
+if TYPE_CHECKING:
+    from masseg_search.config import ProjectConfig
 
 KINDS = ("regular", "small", "crowded", "lookalike", "occlusion")
 # Share of the videos per hard kind; ``regular`` takes the rest (about half).
@@ -646,3 +650,15 @@ def load_metadata(root: str | Path, video: str) -> dict[str, Any]:
     if not path.is_file():
         raise MassegError("no synthetic-video metadata", path, "generate the dataset with `masseg-search data synth`")
     return json.loads(path.read_text())
+
+
+def ensure_training_data(config: ProjectConfig) -> None:
+    """Generate the synthetic dataset at ``data.root`` when it is missing and the config describes one
+    (``data.synth``); a missing real dataset is left to the loaders' errors. Generation resumes and is seeded."""
+    root = Path(config.data.root)
+    synth = config.data.synth
+    if synth is None or (root / f"{config.data.train_split}.txt").is_file():
+        return
+    logging.getLogger(__name__).warning("no dataset at %s: generating the config's synthetic dataset there", root)
+    generate_dataset(root, videos=synth.videos, seed=synth.seed, height=synth.height, width=synth.width,
+                     frames=synth.frames, splits=synth.splits)

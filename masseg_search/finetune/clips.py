@@ -13,16 +13,13 @@ import random
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from masseg_search.data.layout import ANNOTATION_DIR, IMAGE_DIR, Dataset, list_files, open_dataset
 from masseg_search.errors import MassegError
-
-if TYPE_CHECKING:
-    from masseg_search.config import ProjectConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +102,3 @@ def clip_loader(dataset, clips_per_epoch: int, batch_size: int, seed: int, num_w
         worker_init_fn=_seed_worker,
         drop_last=True,
     )
-
-
-def ensure_training_data(config: ProjectConfig) -> None:
-    """Generate the synthetic dataset at ``data.root`` when it is missing and the config describes one
-    (``data.synth``); a missing real dataset is left to the loaders' errors. Generation resumes and is seeded."""
-    root = Path(config.data.root)
-    synth = config.data.synth
-    if synth is None or (root / f"{config.data.train_split}.txt").is_file():
-        return
-    from masseg_search.data.synth import generate_dataset
-
-    log.warning("no dataset at %s: generating the config's synthetic dataset there", root)
-    generate_dataset(root, videos=synth.videos, seed=synth.seed, height=synth.height, width=synth.width,
-                     frames=synth.frames, splits=synth.splits)
