@@ -168,6 +168,7 @@ def _view_sets(views: list[str]) -> list[tuple[str, ...]]:
 
 
 def _view_suffix(view_set: tuple[str, ...], views: list[str]) -> str:
+    """A candidate's name suffix: ``+flip``, ``+trial2+flip``, or ``+views`` for all stored views."""
     return "+views" if len(view_set) > 1 and len(view_set) == len(views) else "+" + "+".join(view_set)
 
 
@@ -241,9 +242,9 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
         notes.append("select not scored: pass --best-configs and --scene-types")
     if "select" in fixed:
         for view_set in view_sets:
-            rules = {v: {i: with_views(r, view_set) for i, r in per_object.items()} for v, per_object in fixed["select"].items()}
-            if all(all(c in complete_any for c in r.configs) for per_object in rules.values() for r in per_object.values()):
-                fixed["select" + _view_suffix(view_set, views)] = rules
+            if all(stored_under(r, view_set) for per_object in fixed["select"].values() for r in per_object.values()):
+                fixed["select" + _view_suffix(view_set, views)] = {
+                    v: {i: with_views(r, view_set) for i, r in per_object.items()} for v, per_object in fixed["select"].items()}
             else:
                 notes.append(f"select{_view_suffix(view_set, views)} not scored: its configurations are not all stored "
                              f"under {', '.join(view_set)}")
@@ -303,7 +304,7 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
             if all(keys[fold] in table[v] for fold, members in fold_map.items() for v in members):
                 add(name + suffix, lambda fold, keys=keys: keys[fold],
                     _spec_with_views(RuleSpec(method, tuple(overall_rank[:count])), view_set))
-        if f"select{suffix}" in fixed and best is not None:
+        if f"select{suffix}" in fixed:  # scored only with best_configs.yaml and scene types
             plans[f"select{suffix}"] = _select_plan_with_views(best, view_set)
             add(f"select{suffix}", lambda fold, key=f"select{suffix}": key,
                 {"method": "select", "configs": [], "views": list(view_set)})
@@ -316,13 +317,13 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
         plan = FusionPlan(RuleSpec(chosen["rule"]["method"], tuple(chosen["rule"]["configs"]), None),
                           best_configs=str(best_configs) if chosen["name"] == "select" else None)
     # the chosen plan's members under other views, scored alone too: the report sets the fusion against them
-    members = sorted(c for c in (plan.needed_configs(best) or []) if c in complete_any and c not in complete)
-    if members:
+    view_members = sorted(c for c in (plan.needed_configs(best) or []) if c in complete_any and c not in complete)
+    if view_members:
         stage_three = [_VideoJob(predictions_root, dataset.video(v), {f"single:{c}": uniform(FusionRule("single", (c,)))[v]
-                                                                      for c in members}) for v in names]
+                                                                      for c in view_members}) for v in names]
         for video, scores in _run_jobs(stage_three, workers, progress, "select-on: members under views").items():
             table[video].update(scores)
-    singles = {c: _mean_jf(table, lambda _v, c=c: f"single:{c}", names) for c in [*complete, *members]}
+    singles = {c: _mean_jf(table, lambda _v, c=c: f"single:{c}", names) for c in [*complete, *view_members]}
     plan.selection = {
         "chosen": chosen["name"], "jf": chosen["jf"], "metric": "J&F mean over objects (DAVIS, frames 1..T-2)",
         "held_out": held_out, "folds": {fold: len(members) for fold, members in fold_map.items()},
