@@ -220,10 +220,8 @@ def boundary_f(pred_boundary: np.ndarray, gt_boundary: np.ndarray, radius: float
 def _bit_program(radius: float) -> packed.BitProgram | None:
     """The packed-bit dilation program for a disk of ``radius``; None when the disk is not a union of centred
     rectangles (MOSEv2's off-centre disks of non-integer radius)."""
-    plan = _footprint_plan(radius)
-    if plan.half_widths is None:
-        return None
-    return packed.bit_program(plan.half_widths, plan.half_heights)
+    rectangles = _disk_rectangles(radius)
+    return None if rectangles is None else packed.bit_program(*rectangles)
 
 
 @functools.lru_cache(maxsize=64)
