@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from masseg_search.data import layout  # noqa: E402
 from masseg_search.evaluation import compiled  # noqa: E402
-from masseg_search.evaluation.evaluate import evaluate_predictions, open_ground_truth  # noqa: E402
+from masseg_search.evaluation import evaluate_predictions, open_ground_truth  # noqa: E402
 
 
 def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -85,7 +85,7 @@ def run_batched(worker: EnginePassWorker, objects, mss, trials: int, batch: int)
 
 def run_naive(predictor, dataset, objects, mss, trials: int) -> tuple[float, int]:
     """Seconds and trials for the naive loop: a plain predictor run per trial and video, then evaluate."""
-    from masseg_search.evaluation.davis import score_video
+    from masseg_search.evaluation import score_video
     from masseg_search.model.engine import reference_predict_video
 
     distributions = search_distributions(mss)

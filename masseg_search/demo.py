@@ -140,7 +140,7 @@ def paired_gains(objects: dict[str, pd.DataFrame], samples: int, seed: int) -> p
 
 
 def _evaluate(gt_root: Path, split_list: Path, masks_root: Path, out_dir: Path) -> Any:
-    from masseg_search.evaluation.evaluate import evaluate_predictions
+    from masseg_search.evaluation import evaluate_predictions
 
     result = evaluate_predictions(gt_root, masks_root, split_list=split_list, workers=1, progress=False)
     result.write(out_dir)

@@ -51,7 +51,7 @@ class _VideoJob:
 
 def _score_video(job: _VideoJob) -> dict[str, dict[int, float]]:
     """Per candidate key: object id -> J&F mean on one video (GT of every frame read once)."""
-    from masseg_search.evaluation.davis import FrameScorer, first_frame_object_ids
+    from masseg_search.evaluation import FrameScorer, first_frame_object_ids
 
     video = job.video
     names = video.frame_names

@@ -159,7 +159,7 @@ class FrameJF:
     """Per-frame J and F of one prediction against the ground truth, frame by frame, with the evaluator's scorer."""
 
     def __init__(self, height: int, width: int, object_ids: Sequence[int]):
-        from masseg_search.evaluation.davis import FrameScorer
+        from masseg_search.evaluation import FrameScorer
 
         self.object_ids = [int(i) for i in object_ids]
         self._scorer = FrameScorer(height, width, self.object_ids) if self.object_ids else None

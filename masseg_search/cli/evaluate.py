@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the tables, print the global table."""
-    from masseg_search.evaluation.evaluate import evaluate_predictions
+    from masseg_search.evaluation import evaluate_predictions
 
     result = evaluate_predictions(
         args.gt,

@@ -1,5 +1,26 @@
 """J&F evaluation: the DAVIS semi-supervised metric (exact and fast), the MOSEv2 protocol, dataset-level tables.
 
-``davis.score_video`` scores one video in memory; ``evaluate.evaluate_predictions`` scores PNG folders and returns
-an ``EvaluationResult``; ``evaluate.jf_by_object`` maps (video, object_id) to J&F. No torch in this package.
+``score_video`` scores one video in memory; ``evaluate_predictions`` scores PNG folders and returns an
+``EvaluationResult``; ``jf_by_object`` maps (video, object_id) to J&F; ``FrameScorer`` scores frames one at a time
+(views and fusion choice stream them). No torch in this package.
 """
+from masseg_search.evaluation.davis import FrameScorer, VideoScores, first_frame_object_ids, score_video
+from masseg_search.evaluation.evaluate import (
+    PROTOCOLS,
+    EvaluationResult,
+    evaluate_predictions,
+    jf_by_object,
+    open_ground_truth,
+)
+
+__all__ = [
+    "PROTOCOLS",
+    "EvaluationResult",
+    "FrameScorer",
+    "VideoScores",
+    "evaluate_predictions",
+    "first_frame_object_ids",
+    "jf_by_object",
+    "open_ground_truth",
+    "score_video",
+]

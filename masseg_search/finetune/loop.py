@@ -180,7 +180,7 @@ class Validator:
     def __call__(self, state_dict: dict[str, Any]) -> dict[str, float]:
         import torch
 
-        from masseg_search.evaluation.davis import score_video
+        from masseg_search.evaluation import score_video
         from masseg_search.model.engine import MultiConfigEngine
         from masseg_search.predictions import config_id, logits_to_mask
 

@@ -47,7 +47,7 @@ def slot_masks(predictions: dict[str, VideoPrediction], configs_per_object: dict
 def score_slots(gt_masks: np.ndarray, predictions: dict[str, VideoPrediction], configs_per_object: dict[int, list[Config]],
                 video_name: str) -> dict[int, list[float]]:
     """Per object, the J&F mean of every slot (identical slots are scored once)."""
-    from masseg_search.evaluation.davis import score_video
+    from masseg_search.evaluation import score_video
 
     object_ids = sorted(configs_per_object)
     slots = len(next(iter(configs_per_object.values())))
