@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from masseg_search.config import load_config
+
 FORMATS = ("davis", "ytvos", "vis", "ovis", "burst")
 
 
@@ -42,7 +44,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from masseg_search.moseplus import convert_source
+    from masseg_search.data.moseplus import convert_source
 
     summary = convert_source(
         args.format, args.src, args.out, ann=args.ann, shorter_side=args.shorter_side or None,
@@ -55,8 +57,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from masseg_search.config import load_config
-    from masseg_search.moseplus.merge import build_moseplus
+    from masseg_search.data.moseplus.merge import build_moseplus
 
     result = build_moseplus(load_config(args.config), check=not args.no_check)
     selected = int(result.selection["selected"].sum()) if len(result.selection) else 0
