@@ -224,17 +224,17 @@ def cli_pair(config_values: dict[str, Any], out: Path) -> tuple[Callable[[], dic
 def measured_trial(params: dict[str, Any], base_config: dict[str, Any]) -> None:
     """The sweep's own trial function; before each epoch's report (Tune may end the trial inside the last one) the
     trial process's CPU seconds so far (and its pid) go to the storage folder."""
-    from masseg_search.finetune import sweep
+    from masseg_search.finetune.sweep import trial
 
-    report = sweep._report_epoch
+    report = trial._report_epoch
     target = Path(base_config["train_sweep"]["storage"]) / TRIAL_CPU_FILE
 
     def report_with_cpu(record: Any, checkpoint_path: Path | None) -> None:
         target.write_text(json.dumps({"pid": os.getpid(), "cpu_s": _cpu_seconds()}))
         report(record, checkpoint_path)
 
-    sweep._report_epoch = report_with_cpu  # this trial process only
-    sweep.run_trial(params, base_config)
+    trial._report_epoch = report_with_cpu  # this trial process only
+    trial.run_trial(params, base_config)
 
 
 def _descendants_cpu(exclude: set[int]) -> float:

@@ -17,6 +17,7 @@ import yaml
 from masseg_search.config import config_from_dict
 from masseg_search.errors import MassegError
 from masseg_search.finetune import sweep as sweep_module
+from masseg_search.finetune.sweep import driver as sweep_driver
 from masseg_search.finetune.sweep import run_sweep
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -254,7 +255,7 @@ def test_optuna_searcher_records_trials_in_a_journal_storage(tiny_dataset, tiny_
     values = sweep_values(tiny_dataset, tiny_checkpoint, tmp_path, {"loss.dice": {"low": 0.5, "high": 2.0, "log": True}},
                           searcher="optuna", optuna_storage=f"journal:{journal}")  # as tune-mss writes it
     config = config_from_dict(values)
-    searcher = sweep_module._searcher(config, "opt")
+    searcher = sweep_driver._searcher(config, "opt")
     searcher.set_search_properties("val_jf", "max", sweep_module.search_space(config.train_sweep.space))
     suggestion = searcher.suggest("trial-1")
     assert 0.5 <= suggestion["loss.dice"] <= 2.0
