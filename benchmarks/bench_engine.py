@@ -81,7 +81,7 @@ def main() -> None:
 
     from masseg_search.model.build import build_model, build_plain_predictor, init_checkpoint
     from masseg_search.model.engine import MultiConfigEngine, reference_predict_video
-    from masseg_search.predictions import config_id
+    from masseg_search.store.predictions import config_id
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,8 +105,9 @@ def main() -> None:
         outputs = [reference_predict_video(plain, video, scale, bias)[0] for scale, bias in CONFIGS[:k]]
         return time.perf_counter() - start, outputs
 
-    import tqdm as tqdm_module  # plain SAM2 prints a bar per run; keep the output readable
     from functools import partialmethod
+
+    import tqdm as tqdm_module  # plain SAM2 prints a bar per run; keep the output readable
 
     tqdm_module.tqdm.__init__ = partialmethod(tqdm_module.tqdm.__init__, disable=True)
     run_engine(1), run_engine(1, sam2_modules_engine), run_plain(1)  # warm-up

@@ -4,7 +4,7 @@
         [--configs 3 --low-res 256] [--methods mean,single,vote] [--compressed-store] [--out results/bench/ensemble]
 
 Makes (once; reused when the sizes match) a synthetic split: per video a 720p JPEG per frame, a first-frame mask,
-and stored low-res logits (the store of masseg_search/predictions.py, 2-4 moving objects of 0.3-8% of the frame,
+and stored low-res logits (the store of masseg_search/store/predictions.py, 2-4 moving objects of 0.3-8% of the frame,
 ``--configs`` configurations that differ in gain, offset and noise). Then, single process:
 
 - ``fusion + writing``: ensemble's per-video work (load the stored logits, fuse, merge, upsample, encode, write
@@ -35,11 +35,11 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from masseg_search import predictions as store  # noqa: E402
 from masseg_search.data import layout  # noqa: E402
 from masseg_search.ensemble import RuleResolver, fuse_video, plan_from_dict, video_masks  # noqa: E402
+from masseg_search.ensemble.submission import check_submission, write_submission_zip  # noqa: E402
 from masseg_search.ensemble.write import _write_one_video  # noqa: E402
-from masseg_search.submission import check_submission, write_submission_zip  # noqa: E402
+from masseg_search.store import predictions as store  # noqa: E402
 
 CONFIGS = ["s20_b-10", "s7.5_b-4", "s10_b-5", "s30_b-15", "s4_b-2"]
 

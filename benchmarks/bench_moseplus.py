@@ -3,7 +3,7 @@
     taskset -c 1 .venv/bin/python benchmarks/bench_moseplus.py [--frames 300] [--height 480 --width 854]
         [--shorter-side 480] [--repeat 2] [--build] [--out /tmp/bench_moseplus]
 
-Writes (once per size, reused) one fake source per format with ``masseg_search.moseplus.fake_sources`` at
+Writes (once per size, reused) one fake source per format with ``masseg_search.data.moseplus.fake_sources`` at
 ``--height`` x ``--width`` (DAVIS, YouTube-VOS 2019, YouTube-VIS 2021 with RLE and polygon instances, OVIS with
 compressed RLE, BURST), each giving about ``--frames`` output frames, then times ``convert_source`` end to end
 (reading the JSON / meta.json / PNGs, decoding masks, resizing, renumbering, writing JPEGs, PNGs and manifests) into
@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from masseg_search.moseplus import convert_source  # noqa: E402
-from masseg_search.moseplus import fake_sources as fake  # noqa: E402
+from masseg_search.data.moseplus import convert_source  # noqa: E402
+from masseg_search.data.moseplus import fake_sources as fake  # noqa: E402
 
 # (row name, format, frames mode)
 ROWS = [
@@ -84,7 +84,7 @@ def time_converter(source: fake.FakeSource, format_name: str, frames: str, out: 
 def time_build(root: Path, sources: dict[str, fake.FakeSource], height: int, width: int, shorter_side: int | None,
                frames: int) -> None:
     from masseg_search.config import config_from_dict
-    from masseg_search.moseplus.merge import build_moseplus
+    from masseg_search.data.moseplus.merge import build_moseplus
 
     mose = root / "sources" / f"mose-10x{max(2, frames // 10)}-{height}x{width}"
     if not (mose / "train.txt").is_file():

@@ -257,7 +257,7 @@ class MosePlusSelection(Section):
     """Which converted clips are MOSE-like: hard requirements, then at least ``min_criteria`` criteria met.
 
     Statistics: num_objects, num_frames, area_drop, bbox_overlap, occlusion, small_object_share,
-    disappearance_share, reappearance_share, appearance_similarity (see masseg_search/moseplus/select.py).
+    disappearance_share, reappearance_share, appearance_similarity (see masseg_search/data/moseplus/select.py).
     """
 
     required: dict[str, StatRange] = Field(

@@ -12,8 +12,15 @@ import yaml
 
 from masseg_search.cli import main
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
-from masseg_search.demo import STAGE_GAINS, check_demo_submission, ensemble_views, object_jf, paired_gains, top_trial_checkpoints
 from masseg_search.errors import MassegError
+from masseg_search.pipeline.demo import (
+    STAGE_GAINS,
+    check_demo_submission,
+    ensemble_views,
+    object_jf,
+    paired_gains,
+    top_trial_checkpoints,
+)
 
 QUICK_BUDGET_S = 180  # the bound for --quick on a 2-core CPU
 # The test asserts twice that: it catches budgets that grew, not a CPU shared with other jobs (the wall time is
@@ -58,8 +65,8 @@ def test_paired_gains_measure_a_real_difference_and_not_noise(tmp_path: Path, ti
 
 
 def test_check_demo_submission_passes_a_valid_zip_and_names_the_problems(tmp_path: Path, tiny_dataset: Path) -> None:
+    from masseg_search.ensemble.submission import write_submission_zip
     from masseg_search.ensemble.write import EnsembleResult
-    from masseg_search.submission import write_submission_zip
 
     split = tiny_dataset / "val.txt"
     dataset = open_dataset(tiny_dataset, split_list=split)
@@ -145,15 +152,16 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
 
 
 def test_an_interrupted_sweep_stops_the_demo_before_later_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from masseg_search.demo import run_demo
     from masseg_search.finetune import sweep as sweep_module
+    from masseg_search.pipeline import demo as demo_module
+    from masseg_search.pipeline.demo import run_demo
 
     def interrupted_sweep(config, name, resume=False, **kwargs):
         experiment = Path(config.train_sweep.storage) / name
         return sweep_module.SweepResult(experiment, experiment / "results.csv", experiment / "results.parquet",
                                         experiment / "checkpoint.pt", 0.5, 4, 2)
 
-    monkeypatch.setattr(sweep_module, "run_sweep", interrupted_sweep)
+    monkeypatch.setattr(demo_module, "run_sweep", interrupted_sweep)
     with pytest.raises(MassegError, match="2 unfinished trials") as caught:
         run_demo(tmp_path / "demo", quick=True, progress=False)
     assert "resumes the sweep" in caught.value.fix

@@ -1,8 +1,9 @@
 """`masseg-search` command line: thin parsers, one module per command, stages imported lazily.
 
 Each module in this package defines ``register(subparsers)``; the parser it adds carries ``func(args) -> int``.
-Nothing here imports torch, sam2 or ray: those load inside the stage a command calls, so `--help`, `data` and
-`evaluate` start fast.
+A command imports its stage inside ``func`` (the one place where the package imports its own modules in a
+function): torch, sam2, ray, optuna and matplotlib then load only for the command that needs them, so `--help`,
+`data` and `evaluate` start fast.
 """
 from __future__ import annotations
 
@@ -40,13 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"masseg-search {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"masseg_search.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"masseg_search.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"masseg_search.cli.{name}").register(subparsers)
     return parser
 
 

@@ -6,6 +6,10 @@ import importlib
 import sys
 from pathlib import Path
 
+from masseg_search.config import load_config
+from masseg_search.data.layout import find_split_list, open_dataset
+from masseg_search.errors import MassegError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `data` and its subcommands."""
@@ -76,8 +80,6 @@ def _split_list(args: argparse.Namespace) -> str | Path | None:
     if args.split_list:
         return args.split_list
     if args.split:
-        from masseg_search.data.layout import find_split_list
-
         return find_split_list(args.root, args.split)
     return None
 
@@ -85,14 +87,11 @@ def _split_list(args: argparse.Namespace) -> str | Path | None:
 def _run_synth(args: argparse.Namespace) -> int:
     import time
 
-    from masseg_search.config import load_config
     from masseg_search.data.synth import generate_dataset
 
     config = load_config(args.config)
     synth = config.data.synth
     if synth is None and None in (args.videos, args.seed, args.height, args.width, args.frames):
-        from masseg_search.errors import MassegError
-
         raise MassegError("the config has no data.synth section", config.source, "give --videos --seed --height --width --frames")
 
     def pick(value: int | None, name: str) -> int:
@@ -152,8 +151,6 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _run_scene_types(args: argparse.Namespace) -> int:
-    from masseg_search.config import load_config
-    from masseg_search.data.layout import open_dataset
     from masseg_search.data.scene_types import check_rules, save_scene_types, scene_type_table, type_counts
 
     config = load_config(args.config)

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import logging
 
-    from masseg_search.demo import run_demo
+    from masseg_search.pipeline.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_demo(args.out, quick=args.quick, config=args.config)

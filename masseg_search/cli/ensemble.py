@@ -3,7 +3,11 @@ on validation (`--select-on SPLIT`)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from masseg_search.config import EnsembleSection, load_config
+from masseg_search.data.layout import find_split_list
+from masseg_search.errors import MassegError
+from masseg_search.store.mss_results import MssResults
 
 EPILOG = """examples:
   # choose the fusion on validation (held-out folds of tune-mss when folds.json sits next to best_configs.yaml)
@@ -50,14 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _section(args: argparse.Namespace):
-    from masseg_search.config import EnsembleSection, load_config
-
     return load_config(args.config).ensemble if args.config else EnsembleSection()
 
 
 def _split_list(args: argparse.Namespace, default_split: str | None = None):
-    from masseg_search.data.layout import find_split_list
-
     if args.split_list:
         return args.split_list
     split = args.split or default_split
@@ -65,8 +65,6 @@ def _split_list(args: argparse.Namespace, default_split: str | None = None):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from masseg_search.errors import MassegError
-
     section = _section(args)
     workers = args.workers or section.workers
     if args.select_on:
@@ -95,15 +93,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_select(args: argparse.Namespace, section, workers: int) -> int:
-    from masseg_search.errors import MassegError
-    from masseg_search.fusion_choice import select_fusion
+    from masseg_search.ensemble.select import select_fusion
 
     if not args.out_plan:
         raise MassegError("--select-on needs --out-plan", fix="pass --out-plan results/plans/<name>.yaml")
     folds = args.folds
-    if folds is None and args.best_configs and (Path(args.best_configs).parent / "folds.json").is_file():
-        folds = str(Path(args.best_configs).parent / "folds.json")
-        print(f"held-out folds from {folds}")
+    if folds is None and args.best_configs:
+        folds = MssResults.beside(args.best_configs).folds_or_none()
+        if folds is not None:
+            print(f"held-out folds from {folds}")
     plan = select_fusion(args.predictions, args.data, args.out_plan, split_list=_split_list(args, args.select_on),
                          scene_types=args.scene_types, best_configs=args.best_configs, folds=folds,
                          top_k=args.top_k or section.top_k, workers=workers)

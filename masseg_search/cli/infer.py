@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     """Run inference and say where the results are."""
     import logging
 
-    from masseg_search.infer import run_inference
+    from masseg_search.inference.infer import run_inference
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:

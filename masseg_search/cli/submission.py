@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from masseg_search.data.layout import read_split_list
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `submission` and its subcommands."""
@@ -40,8 +42,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _problems(args: argparse.Namespace, location: str) -> list:
-    from masseg_search.data.layout import read_split_list
-    from masseg_search.submission import check_submission
+    from masseg_search.ensemble.submission import check_submission
 
     videos = read_split_list(args.split_list) if args.split_list else None
     return check_submission(location, args.images, args.annotations, videos=videos, workers=args.workers)
@@ -67,7 +68,7 @@ def _run_check(args: argparse.Namespace) -> int:
 def _run_zip(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from masseg_search.submission import write_submission_zip
+    from masseg_search.ensemble.submission import write_submission_zip
 
     problems = _problems(args, args.folder)
     _report(problems, args.show)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from masseg_search.config import load_config, resolve_config_path
+from masseg_search.errors import MassegError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` command."""
@@ -26,8 +29,6 @@ def run(args: argparse.Namespace) -> int:
     """Train, print each epoch's validation J&F and where the checkpoints are."""
     from pathlib import Path
 
-    from masseg_search.config import load_config, resolve_config_path
-    from masseg_search.errors import MassegError
     from masseg_search.data.synth import ensure_training_data
     from masseg_search.finetune.loop import LAST_CHECKPOINT, train_run
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from masseg_search.config import load_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train-sweep` command."""
@@ -33,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the sweep and print where its table and best checkpoint are (exit status 130 when interrupted)."""
     import sys
 
-    from masseg_search.config import load_config
     from masseg_search.data.synth import ensure_training_data
     from masseg_search.finetune.sweep import run_sweep
 

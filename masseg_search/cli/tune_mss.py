@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from masseg_search.config import load_config
+from masseg_search.errors import MassegError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `tune-mss` command."""
@@ -34,8 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, run the search, print where the results are."""
-    from masseg_search.config import load_config
-    from masseg_search.errors import MassegError
     from masseg_search.mss.tune import tune_mss
 
     for name in ("trials", "batch"):

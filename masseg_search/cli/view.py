@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render the overlays and list what was written."""
-    from masseg_search.view import render_overlays
+    from masseg_search.report.overlays import render_overlays
 
     written = render_overlays(args.data, args.video, args.predictions, args.out, labels=args.labels,
                               gif=not args.mp4, mp4=args.mp4, frame_strips=not args.no_frames)

@@ -133,7 +133,7 @@ def _check_annotation(path: Path) -> tuple[np.ndarray | None, Problem | None]:
     return mask, None
 
 
-def _check_video(dataset: Dataset, name: str, allow_late_objects: bool, decode_images: bool) -> tuple[list[Problem], int, int]:
+def _video_problems(dataset: Dataset, name: str, allow_late_objects: bool, decode_images: bool) -> tuple[list[Problem], int, int]:
     """Every problem of one video, with the number of frames and annotations seen."""
     video = dataset.video(name)
     problems: list[Problem] = []
@@ -244,7 +244,7 @@ def check_dataset_with_summary(
     summary.videos = len(names)
 
     def run(name: str) -> tuple[list[Problem], int, int]:
-        return _check_video(dataset, name, allow_late_objects, decode_images)
+        return _video_problems(dataset, name, allow_late_objects, decode_images)
 
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -25,11 +25,12 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
+from masseg_search.config import ProjectConfig
 from masseg_search.data.layout import (
     ANNOTATION_DIR,
     IMAGE_DIR,
@@ -38,9 +39,6 @@ from masseg_search.data.layout import (
     write_split_list,
 )
 from masseg_search.errors import MassegError
-
-if TYPE_CHECKING:
-    from masseg_search.config import ProjectConfig
 
 KINDS = ("regular", "small", "crowded", "lookalike", "occlusion")
 # Share of the videos per hard kind; ``regular`` takes the rest (about half).

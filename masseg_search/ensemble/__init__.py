@@ -37,20 +37,33 @@ rerun resumes at the first unfinished video), ``<out>.plan.yaml`` (the plan and 
 different plan is refused), and ``<out>.zip`` once the submission check passes. No torch here.
 
 One module per step: ``plan`` (plan files, rules per object), ``fuse`` (low-res fusion), ``render`` (upsampling
-and merge), ``write`` (the PNG tree, check and zip).
+and merge), ``write`` (the PNG tree, check and zip), ``select`` (``--select-on``: score the fusion candidates on
+validation and keep the best plan), ``submission`` (the MOSE scorer's rules on a zip, and the zip itself).
 """
 from __future__ import annotations
 
 from masseg_search.ensemble.fuse import PROBABILITY_EPS, FusedVideo, fuse_logits, fuse_video
 from masseg_search.ensemble.plan import (
-    METHODS, PER_TYPE_FOLDER, FusionPlan, FusionRule, RuleResolver, RuleSpec, load_plan, load_scene_type_lookup,
-    per_type_views, plan_from_dict, save_plan,
+    METHODS,
+    PER_TYPE_FOLDER,
+    FusionPlan,
+    FusionRule,
+    RuleResolver,
+    RuleSpec,
+    load_plan,
+    load_scene_type_lookup,
+    per_type_views,
+    plan_from_dict,
+    save_plan,
 )
 from masseg_search.ensemble.render import FrameRenderer, video_masks
+from masseg_search.ensemble.select import select_fusion
+from masseg_search.ensemble.submission import check_submission, write_submission_zip
 from masseg_search.ensemble.write import PARTIAL_PREFIX, EnsembleResult, run_ensemble
 
 __all__ = [
     "METHODS", "PARTIAL_PREFIX", "PER_TYPE_FOLDER", "PROBABILITY_EPS", "EnsembleResult", "FrameRenderer", "FusedVideo",
     "FusionPlan", "FusionRule", "RuleResolver", "RuleSpec", "fuse_logits", "fuse_video", "load_plan",
-    "load_scene_type_lookup", "per_type_views", "plan_from_dict", "run_ensemble", "save_plan", "video_masks",
+    "load_scene_type_lookup", "per_type_views", "plan_from_dict", "run_ensemble", "save_plan", "select_fusion",
+    "check_submission", "video_masks", "write_submission_zip",
 ]

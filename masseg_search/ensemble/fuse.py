@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from masseg_search import predictions as store
 from masseg_search.ensemble.plan import PER_TYPE_FOLDER, FusionRule
 from masseg_search.errors import MassegError
+from masseg_search.store import predictions as store
 
 PROBABILITY_EPS = 1e-6
 

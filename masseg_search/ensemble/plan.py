@@ -7,10 +7,11 @@ from typing import Any, Iterable
 
 import yaml
 
-from masseg_search import predictions as store
-from masseg_search.best_configs import BestConfigs
 from masseg_search.data import layout
+from masseg_search.data.scene_types import load_scene_types
 from masseg_search.errors import MassegError
+from masseg_search.store import predictions as store
+from masseg_search.store.best_configs import BestConfigs
 
 METHODS = ("select", "single", "mean", "logit-mean", "vote")
 PER_TYPE_FOLDER = "per_type"  # infer --per-type: each object under its own scene type's configuration
@@ -168,8 +169,6 @@ def per_type_views(predictions_root: str | Path) -> set[str | None]:
 
 def load_scene_type_lookup(path: str | Path) -> dict[tuple[str, int], str]:
     """(video, object_id) -> scene type from a scene-types CSV (columns video, object_id, scene_type)."""
-    from masseg_search.data.scene_types import load_scene_types
-
     table = load_scene_types(path)
     return {(str(v), int(o)): str(t) for v, o, t in zip(table["video"], table["object_id"], table["scene_type"])}
 

@@ -12,7 +12,6 @@ from masseg_search.data import layout
 from masseg_search.ensemble.fuse import FusedVideo, positive_extents
 from masseg_search.errors import MassegError
 
-
 # ---------------------------------------------------------------------------- one upsampling + non-overlap merge
 
 
@@ -35,7 +34,7 @@ class FrameRenderer:
     an object's positive low-res pixels, grown by the taps, holds all its foreground. Only boxes are upsampled; an
     object whose box meets no other box is thresholded at 0, overlapping ones are merged with SAM2's rule
     (highest score wins if > 0; ties to the earlier object). The result is the full-frame upsampling + merge of
-    :func:`masseg_search.predictions.merge_objects` up to float rounding (OpenCV's resize may round differently).
+    :func:`masseg_search.store.predictions.merge_objects` up to float rounding (OpenCV's resize may round differently).
     (Painting from the signs of each pixel's 4 taps and interpolating only mixed cells was tried: slower.)
     """
 

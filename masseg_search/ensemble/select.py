@@ -25,7 +25,6 @@ videos; the plan's notes say which). Ties go to the simpler candidate (the order
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +32,23 @@ from typing import Any
 
 import numpy as np
 
-from masseg_search import predictions as store
-from masseg_search.best_configs import load_best_configs
 from masseg_search.data import layout
-from masseg_search.ensemble import PER_TYPE_FOLDER, FusionPlan, FusionRule, RuleResolver, RuleSpec, fuse_video, load_scene_type_lookup, save_plan, video_masks
+from masseg_search.ensemble.fuse import fuse_video
+from masseg_search.ensemble.plan import (
+    PER_TYPE_FOLDER,
+    FusionPlan,
+    FusionRule,
+    RuleResolver,
+    RuleSpec,
+    load_scene_type_lookup,
+    save_plan,
+)
+from masseg_search.ensemble.render import video_masks
 from masseg_search.errors import MassegError
-
-HOLDOUT_OBJECTS = "holdout_objects.csv"  # tune-mss --cv: per fold, each held-out object's configuration chosen on the others
+from masseg_search.evaluation import FrameScorer, first_frame_object_ids
+from masseg_search.store import predictions as store
+from masseg_search.store.best_configs import load_best_configs
+from masseg_search.store.mss_results import MssResults, load_folds
 
 
 @dataclass
@@ -51,8 +60,6 @@ class _VideoJob:
 
 def _score_video(job: _VideoJob) -> dict[str, dict[int, float]]:
     """Per candidate key: object id -> J&F mean on one video (GT of every frame read once)."""
-    from masseg_search.evaluation import FrameScorer, first_frame_object_ids
-
     video = job.video
     names = video.frame_names
     gt = []
@@ -95,19 +102,6 @@ def _run_jobs(jobs: list[_VideoJob], workers: int, progress: bool, description: 
     bar.close()
     return results
 
-
-def load_folds(path: str | Path, videos: list[str]) -> dict[str, list[str]]:
-    """``{fold: [videos]}`` restricted to ``videos``; folds left empty are dropped."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MassegError(f"cannot read folds ({exc})", path, 'write {"0": [videos...], "1": [...]}') from None
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise MassegError("folds must map a fold name to a list of videos", path, 'write {"0": [videos...], "1": [...]}')
-    wanted = set(videos)
-    folds = {str(fold): [str(v) for v in members if str(v) in wanted] for fold, members in data.items()}
-    return {fold: members for fold, members in folds.items() if members}
 
 
 def _mean_jf(table: dict[str, dict[str, dict[int, float]]], key_of_video: Any, videos: list[str]) -> float:
@@ -228,11 +222,11 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
         fold_map, held_out = {"all": list(names)}, False
     if best is not None and lookup is not None:
         per_type_stored = (predictions_root / PER_TYPE_FOLDER).is_dir()
-        fold_choices = _fold_select_rules(Path(folds).parent / HOLDOUT_OBJECTS, fold_map, object_ids, available) \
+        fold_choices = _fold_select_rules(MssResults(Path(folds).parent).holdout_objects, fold_map, object_ids, available) \
             if held_out else None
         if fold_choices is not None:
             fixed["select"] = fold_choices
-            notes.append(f"select scored with tune-mss's per-fold choices ({HOLDOUT_OBJECTS}): held out")
+            notes.append(f"select scored with tune-mss's per-fold choices ({MssResults(Path(folds).parent).holdout_objects.name}): held out")
         else:
             select_plan = FusionPlan(RuleSpec("select"), best_configs=str(best_configs))
             resolver = RuleResolver(select_plan, available, lookup, best, per_type_stored=per_type_stored)

@@ -24,7 +24,7 @@ _MAX_NAMES_IN_MESSAGE = 5
 
 
 @dataclass(frozen=True)
-class Problem:
+class SubmissionProblem:
     """One violation: the file (or folder) inside the submission, what is wrong, and how to fix it."""
 
     path: str
@@ -67,32 +67,32 @@ def _first_ids(annotation_dir: Path) -> set[int] | None:
     return {int(v) for v in np.flatnonzero(values) if v not in (0, layout.VOID_ID)}
 
 
-def _check_png(name: str, data: bytes, size: tuple[int, int], allowed: set[int] | None) -> list[Problem]:
+def _check_png(name: str, data: bytes, size: tuple[int, int], allowed: set[int] | None) -> list[SubmissionProblem]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format, mode, (width, height) = image.format, image.mode, image.size
             pixels = np.asarray(image) if mode == "P" else None
     except (OSError, SyntaxError, ValueError) as exc:
-        return [Problem(name, f"cannot be decoded as an image ({exc})", "rewrite the mask with masseg_search.data.layout.write_mask")]
+        return [SubmissionProblem(name, f"cannot be decoded as an image ({exc})", "rewrite the mask with masseg_search.data.layout.write_mask")]
     problems = []
     if image_format != "PNG":
-        problems.append(Problem(name, f"is a {image_format} file with a .png name", "save it as a PNG"))
+        problems.append(SubmissionProblem(name, f"is a {image_format} file with a .png name", "save it as a PNG"))
     if mode != "P":
-        problems.append(Problem(name, f"is a mode-{mode} image, not an indexed (palette) PNG",
+        problems.append(SubmissionProblem(name, f"is a mode-{mode} image, not an indexed (palette) PNG",
                                 "save masks as palette PNGs whose pixel values are object ids (layout.write_mask)"))
     if (height, width) != size:
-        problems.append(Problem(name, f"is {width}x{height} but the video's frames are {size[1]}x{size[0]}",
+        problems.append(SubmissionProblem(name, f"is {width}x{height} but the video's frames are {size[1]}x{size[0]}",
                                 "upsample the mask to the JPEG size (ensemble does this from the stored logits)"))
     if pixels is not None and allowed is not None and pixels.size and not set(range(1, int(pixels.max()) + 1)) <= allowed:
         present = np.flatnonzero(np.bincount(pixels.ravel(), minlength=256))  # only when some value may be bad
         bad = sorted(int(v) for v in present if v != 0 and v not in allowed)
         if bad:
-            problems.append(Problem(name, f"has values {bad} that are not ids of the first frame ({sorted(allowed)})",
+            problems.append(SubmissionProblem(name, f"has values {bad} that are not ids of the first frame ({sorted(allowed)})",
                                     "write only 0 and the first frame's object ids"))
     return problems
 
 
-def _check_video(job: tuple[Path, str, list[str], Path, Path | None]) -> list[Problem]:
+def _video_problems(job: tuple[Path, str, list[str], Path, Path | None]) -> list[SubmissionProblem]:
     """Check one video's PNGs (run in a worker for big submissions)."""
     location, prefix, png_names, image_dir, annotation_dir = job
     source = _Source(location)
@@ -105,7 +105,7 @@ def _check_video(job: tuple[Path, str, list[str], Path, Path | None]) -> list[Pr
     return problems
 
 
-def _find_prefix(files: list[str], video_names: set[str]) -> tuple[str, list[Problem]]:
+def _find_prefix(files: list[str], video_names: set[str]) -> tuple[str, list[SubmissionProblem]]:
     """'' when video folders are at the root, '<wrapper>/' when inside one wrapper folder."""
     top = {PurePosixPath(f).parts[0] for f in files if len(PurePosixPath(f).parts) > 1}
     if top & video_names:
@@ -116,12 +116,12 @@ def _find_prefix(files: list[str], video_names: set[str]) -> tuple[str, list[Pro
         inner = {PurePosixPath(f).parts[1] for f in files if len(PurePosixPath(f).parts) > 2}
         if inner & video_names:
             return wrapper + "/", []
-    return "", [Problem(".", "no video folder at the top of the submission (nor inside one wrapper folder)",
+    return "", [SubmissionProblem(".", "no video folder at the top of the submission (nor inside one wrapper folder)",
                         "zip the video folders themselves: cd <out> && zip -r ../sub.zip */ (or use masseg-search ensemble)")]
 
 
 def check_submission(zip_or_dir: str | Path, images_root: str | Path, annotations_root: str | Path | None = None,
-                     videos: list[str] | None = None, workers: int = 1) -> list[Problem]:
+                     videos: list[str] | None = None, workers: int = 1) -> list[SubmissionProblem]:
     """Every violation of the scorer's rules in a submission folder or zip; an empty list means it is valid.
 
     ``images_root``: the split's ``JPEGImages`` (or the dataset root holding it); every video folder there is
@@ -147,16 +147,16 @@ def check_submission(zip_or_dir: str | Path, images_root: str | Path, annotation
     by_video: dict[str, list[str]] = {}
     for name in source.files:
         if not name.startswith(prefix):
-            problems.append(Problem(name, "is outside the wrapper folder", "remove it; only video folders belong in a submission"))
+            problems.append(SubmissionProblem(name, "is outside the wrapper folder", "remove it; only video folders belong in a submission"))
             continue
         parts = PurePosixPath(name[len(prefix):]).parts
         if len(parts) == 2 and parts[0] in video_names and parts[1].endswith(".png") and not parts[1].startswith("."):
             by_video.setdefault(parts[0], []).append(parts[1])
         elif len(parts) >= 1 and parts[0] not in video_names and len(parts) > 1:
-            problems.append(Problem(name, f"belongs to {parts[0]!r}, which is not a video of the split",
+            problems.append(SubmissionProblem(name, f"belongs to {parts[0]!r}, which is not a video of the split",
                                     "remove the folder (wrong split?) or pass the right --images"))
         else:
-            problems.append(Problem(name, "is a stray file (only <video>/<frame>.png belongs here)", "delete it"))
+            problems.append(SubmissionProblem(name, "is a stray file (only <video>/<frame>.png belongs here)", "delete it"))
     jobs = []
     for video in videos:
         frame_names = [p.stem for p in layout.list_files(images_root / video, layout.IMAGE_EXTENSIONS)]
@@ -164,28 +164,28 @@ def check_submission(zip_or_dir: str | Path, images_root: str | Path, annotation
             raise MassegError(f"video {video!r} has no JPEG frames", images_root / video, "pass the split's JPEGImages folder")
         pngs = by_video.get(video, [])
         if not pngs:
-            problems.append(Problem(prefix + video, f"video folder is missing or empty ({len(frame_names)} frames expected)",
+            problems.append(SubmissionProblem(prefix + video, f"video folder is missing or empty ({len(frame_names)} frames expected)",
                                     "write every video of the split (rerun ensemble; it resumes)"))
             continue
         stems = {p[:-4] for p in pngs}
         missing = [f for f in frame_names if f not in stems]
         extra = sorted(stems - set(frame_names))
         if missing:
-            problems.append(Problem(prefix + video, f"{len(missing)} of {len(frame_names)} frames missing, e.g. "
+            problems.append(SubmissionProblem(prefix + video, f"{len(missing)} of {len(frame_names)} frames missing, e.g. "
                                     f"{', '.join(m + '.png' for m in missing[:_MAX_NAMES_IN_MESSAGE])}",
                                     "write one PNG per JPEG frame, named like the frame"))
         for stem in extra:
-            problems.append(Problem(f"{prefix}{video}/{stem}.png", "has no JPEG frame of that name", "delete it or rename it to its frame's name"))
+            problems.append(SubmissionProblem(f"{prefix}{video}/{stem}.png", "has no JPEG frame of that name", "delete it or rename it to its frame's name"))
         annotation_dir = annotations_root / video if annotations_root is not None else None
         jobs.append((zip_or_dir, prefix, [f"{video}/{p}" for p in sorted(pngs) if p[:-4] in set(frame_names)],
                      images_root / video, annotation_dir))
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for found in pool.map(_check_video, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
-                problems += [Problem(prefix + p.path, p.message, p.fix) for p in found]
+            for found in pool.map(_video_problems, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
+                problems += [SubmissionProblem(prefix + p.path, p.message, p.fix) for p in found]
     else:
         for job in jobs:
-            problems += [Problem(prefix + p.path, p.message, p.fix) for p in _check_video(job)]
+            problems += [SubmissionProblem(prefix + p.path, p.message, p.fix) for p in _video_problems(job)]
     return problems
 
 

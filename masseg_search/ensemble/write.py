@@ -11,15 +11,22 @@ from typing import Any
 
 import yaml
 
-from masseg_search import predictions as store
-from masseg_search.best_configs import load_best_configs
 from masseg_search.data import layout
 from masseg_search.ensemble.fuse import FusedVideo, fuse_video
 from masseg_search.ensemble.plan import (
-    PER_TYPE_FOLDER, FusionPlan, FusionRule, RuleResolver, load_plan, load_scene_type_lookup, per_type_views,
+    PER_TYPE_FOLDER,
+    FusionPlan,
+    FusionRule,
+    RuleResolver,
+    load_plan,
+    load_scene_type_lookup,
+    per_type_views,
 )
 from masseg_search.ensemble.render import video_masks
+from masseg_search.ensemble.submission import check_submission, write_submission_zip
 from masseg_search.errors import MassegError
+from masseg_search.store import predictions as store
+from masseg_search.store.best_configs import load_best_configs
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -88,8 +95,6 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
     ``scene_types`` / ``best_configs`` override the plan's. Resumes: finished videos are kept.
     """
     from tqdm import tqdm
-
-    from masseg_search.submission import check_submission, write_submission_zip
 
     started = time.perf_counter()
     predictions_root, data_root, out_dir = Path(predictions_root), Path(data_root), Path(out_dir)

@@ -29,6 +29,15 @@ import numpy as np
 from masseg_search.config import ProjectConfig, TrainSection, dump_config
 from masseg_search.data.layout import atomic_write_bytes, open_dataset, read_mask
 from masseg_search.errors import MassegError
+from masseg_search.evaluation import score_video
+from masseg_search.model.build import (
+    build_model,
+    compose_model_config,
+    load_weights,
+    resolve_device,
+    resolve_model_config,
+)
+from masseg_search.store.predictions import config_id, logits_to_mask
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +109,6 @@ def build_train_model(model_config: str, checkpoint: str | None, train: TrainSec
     import torch
     from hydra.utils import instantiate
 
-    from masseg_search.model.build import compose_model_config, load_weights, resolve_model_config
-
     composed = compose_model_config(model_config, training_overrides(train))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
@@ -163,8 +170,6 @@ class Validator:
     scale/bias) and the DAVIS evaluator, the same code that scores everything else."""
 
     def __init__(self, config: ProjectConfig, device: str):
-        from masseg_search.model.build import build_model
-
         train = config.train
         tracking = "true" if train.multimask_output_for_tracking else "false"
         self.model = build_model(config.model.config, None, device=device, postprocess=config.model.postprocess,
@@ -180,9 +185,7 @@ class Validator:
     def __call__(self, state_dict: dict[str, Any]) -> dict[str, float]:
         import torch
 
-        from masseg_search.evaluation import score_video
         from masseg_search.model.engine import MultiConfigEngine
-        from masseg_search.predictions import config_id, logits_to_mask
 
         self.model.load_state_dict(state_dict, strict=True)
         self.model.eval()
@@ -339,7 +342,6 @@ def train_run(
     from masseg_search.finetune.augment import build_train_transforms
     from masseg_search.finetune.clips import build_clip_dataset, check_clip_split, clip_loader
     from masseg_search.finetune.loss import CORE_LOSS_KEY, WeightedVOSLoss
-    from masseg_search.model.build import resolve_device
 
     train = config.train
     out_dir = Path(out_dir)

@@ -1,6 +1,6 @@
 """Dataset inference: every video through the multi-configuration engine, stored as low-res logits, resumable.
 
-Output (the layout of masseg_search/predictions.py)::
+Output (the layout of masseg_search/store/predictions.py)::
 
     <out>/<config_id>/<video>/object_<id>.npz + meta.json    one folder per configuration (s20_b-10, s7.5_b-4)
     <out>/per_type/<video>/...                              with --per-type: each object under its type's config
@@ -24,9 +24,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from masseg_search.config import load_config
 from masseg_search.data.layout import Dataset, atomic_write_bytes, open_dataset, write_mask
+from masseg_search.data.scene_types import load_scene_types, scene_type_table
 from masseg_search.errors import MassegError
-from masseg_search.predictions import (
+from masseg_search.model.build import build_model, resolve_device
+from masseg_search.store.best_configs import load_best_configs
+from masseg_search.store.predictions import (
     VideoPrediction,
     check_view,
     config_id,
@@ -48,15 +52,11 @@ def _object_types(dataset: Dataset, scene_types: Any, video_names: list[str]) ->
     """(video, object id) -> scene type, from a CSV path, a DataFrame, or computed with the demo config's rules."""
     import pandas as pd
 
-    from masseg_search.data.scene_types import load_scene_types, scene_type_table
-
     if isinstance(scene_types, pd.DataFrame):
         table = scene_types
     elif scene_types is not None:
         table = load_scene_types(scene_types)
     else:
-        from masseg_search.config import load_config
-
         subset = Dataset(dataset.root, dataset.image_root, dataset.annotation_root, list(video_names))
         table = scene_type_table(subset, load_config().scene_types, progress=True)
     return {(str(row.video), int(row.object_id)): str(row.scene_type) for row in table.itertuples(index=False)}
@@ -111,8 +111,6 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     the base predictions; ``flip`` tracks the mirrored video (the view defaults to ``flip`` then)."""
     from tqdm import tqdm
 
-    from masseg_search.best_configs import load_best_configs
-    from masseg_search.model.build import build_model, resolve_device
     from masseg_search.model.engine import MultiConfigEngine, check_video
 
     pairs = parse_config_list(configs) if isinstance(configs, str) else [(float(s), float(b)) for s, b in (configs or [])]

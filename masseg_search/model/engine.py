@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from masseg_search.data.layout import VOID_ID, Video, image_size
 from masseg_search.errors import MassegError
-from masseg_search.predictions import VideoPrediction, config_id
+from masseg_search.model.fast_modules import speed_up
+from masseg_search.store.predictions import VideoPrediction, config_id
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +186,6 @@ class MultiConfigEngine:
         self.device = torch.device(device) if device is not None else model.device
         self.model = model.to(self.device).eval()
         if fast_modules:
-            from masseg_search.model.fast_modules import speed_up
-
             speed_up(self.model)
         self.max_rows = max_rows
         self.logits_dtype = logits_dtype

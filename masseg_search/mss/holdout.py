@@ -9,9 +9,7 @@ gains. The in-sample best of the main studies is never the reported number.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -19,12 +17,11 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT
 from masseg_search.config import MssSection
-from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
 from masseg_search.mss.search import Config, PassScorer, StopRequest, run_batched_search
 from masseg_search.mss.studies import PARAM_BIAS, PARAM_SCALE, StudyStorage, open_type_studies
+from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT
 
 METHODS = {"chosen": None, "sam2_default": SAM2_DEFAULT, "masseg": MASSEG_BEST}
 
@@ -50,10 +47,6 @@ def video_folds(videos: list[str], folds: int, seed: int) -> list[list[str]]:
     order = np.random.default_rng(seed).permutation(len(unique))
     return [sorted(unique[i] for i in order[f::folds]) for f in range(folds)]
 
-
-def write_folds(path: Path, folds: list[list[str]]) -> None:
-    """``folds.json``: {fold index: [videos]} (read by the ensemble stage to select without leakage)."""
-    atomic_write_bytes(Path(path), json.dumps({str(i): fold for i, fold in enumerate(folds)}, indent=1).encode())
 
 
 def chosen_configs(studies: dict[str, optuna.Study]) -> dict[str, Config]:

@@ -18,16 +18,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
-from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT, BestConfigs, save_best_configs  # noqa: E402
 from masseg_search.config import ProjectConfig, SceneTypesSection  # noqa: E402
 from masseg_search.data.layout import atomic_write_bytes  # noqa: E402
 from masseg_search.mss.holdout import HoldoutResult  # noqa: E402
 from masseg_search.mss.studies import PARAM_BIAS, PARAM_SCALE  # noqa: E402
+from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, BestConfigs, save_best_configs  # noqa: E402
+from masseg_search.store.mss_results import MssResults  # noqa: E402
 
 logger = logging.getLogger(__name__)
 ARTIFACT_HASH_ATTR = "masseg_artifact_sha256:"
@@ -234,11 +235,12 @@ def write_outputs(out_dir: Path, study: str, studies: dict[str, optuna.Study], o
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = trials_table(studies)
     per_type = per_type_table(trials, objects, holdout)
-    _write_csv(trials, out_dir / "trials.csv")
-    _write_csv(per_type, out_dir / "per_type.csv")
+    results = MssResults(out_dir)
+    _write_csv(trials, results.trials)
+    _write_csv(per_type, results.per_type)
     if holdout is not None:
-        _write_csv(holdout.per_object, out_dir / "holdout_objects.csv")
-        _write_csv(holdout.summary, out_dir / "holdout_summary.csv")
+        _write_csv(holdout.per_object, results.holdout_objects)
+        _write_csv(holdout.summary, results.holdout_summary)
     plots: dict[str, list[Path]] = {}
     shared = []
     if not per_type.empty:
@@ -255,7 +257,7 @@ def write_outputs(out_dir: Path, study: str, studies: dict[str, optuna.Study], o
                                    "jf_source": "heldout" if has_heldout else "in_sample",
                                    "jf_in_sample": float(row.jf_in_sample), "objects": int(row.objects)}
     best = BestConfigs(types, SAM2_DEFAULT, details, study, config.model.config, checkpoint)
-    save_best_configs(out_dir / "best_configs.yaml", best)
+    save_best_configs(results.best_configs, best)
     if artifact_dir is not None:
         annotate_studies(studies, per_type, objects, config, holdout, plots, Path(artifact_dir), checkpoint)
     return best

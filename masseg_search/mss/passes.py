@@ -19,8 +19,10 @@ from tqdm.auto import tqdm
 
 from masseg_search.data.layout import Dataset, Video, open_dataset, read_mask
 from masseg_search.errors import MassegError
+from masseg_search.evaluation import score_video
+from masseg_search.model.build import build_model, resolve_device
 from masseg_search.mss.search import Config, PassConfigs, PassScores
-from masseg_search.predictions import VideoPrediction, config_id, logits_to_mask
+from masseg_search.store.predictions import VideoPrediction, config_id, logits_to_mask
 
 
 def load_ground_truth(video: Video) -> np.ndarray:
@@ -47,8 +49,6 @@ def slot_masks(predictions: dict[str, VideoPrediction], configs_per_object: dict
 def score_slots(gt_masks: np.ndarray, predictions: dict[str, VideoPrediction], configs_per_object: dict[int, list[Config]],
                 video_name: str) -> dict[int, list[float]]:
     """Per object, the J&F mean of every slot (identical slots are scored once)."""
-    from masseg_search.evaluation import score_video
-
     object_ids = sorted(configs_per_object)
     slots = len(next(iter(configs_per_object.values())))
     height, width = gt_masks.shape[1:]
@@ -72,7 +72,6 @@ class EnginePassWorker:
                  feature_cache_mb: int = 512, threads: int | None = None, max_rows: int | None = None):
         import torch
 
-        from masseg_search.model.build import build_model, resolve_device
         from masseg_search.model.engine import FeatureCache, MultiConfigEngine
 
         if threads:

@@ -26,11 +26,18 @@ import pandas as pd
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from masseg_search.best_configs import SAM2_DEFAULT
 from masseg_search.config import MssSection
 from masseg_search.errors import MassegError
-from masseg_search.mss.studies import (PARAM_BIAS, PARAM_SCALE, HeartbeatThread, StudyStorage, fail_stale_trials,
-                                       search_distributions, start_heartbeat)
+from masseg_search.mss.studies import (
+    PARAM_BIAS,
+    PARAM_SCALE,
+    HeartbeatThread,
+    StudyStorage,
+    fail_stale_trials,
+    search_distributions,
+    start_heartbeat,
+)
+from masseg_search.store.best_configs import SAM2_DEFAULT
 
 Config = tuple[float, float]
 PassConfigs = dict[str, dict[int, list[Config]]]

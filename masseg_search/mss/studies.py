@@ -35,9 +35,9 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
-from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT
 from masseg_search.config import MssSection, SearchDimension
 from masseg_search.errors import MassegError
+from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT
 
 STUDIES_DIR = Path("studies")
 PARAM_SCALE = "scale"

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from masseg_search.best_configs import BestConfigs
 from masseg_search.config import ProjectConfig
 from masseg_search.data.layout import Dataset, open_dataset
+from masseg_search.data.scene_types import save_scene_types, scene_type_table
 from masseg_search.errors import MassegError
-from masseg_search.mss.holdout import HoldoutResult, run_holdout, write_folds
+from masseg_search.mss.holdout import HoldoutResult, run_holdout
 from masseg_search.mss.outputs import write_outputs
+from masseg_search.mss.passes import EnginePassWorker, LocalPassScorer, RayPassScorer
 from masseg_search.mss.search import PassScorer, SearchReport, StopRequest, run_batched_search
 from masseg_search.mss.studies import open_storage, open_type_studies
+from masseg_search.store.best_configs import BestConfigs
+from masseg_search.store.mss_results import MssResults, write_folds
 
 
 @dataclass
@@ -43,8 +46,6 @@ def open_validation_split(config: ProjectConfig) -> Dataset:
 def validation_objects(dataset: Dataset, config: ProjectConfig, save_csv: Path | None = None) -> pd.DataFrame:
     """``video, object_id, scene_type`` of every object of the validation videos (typed afresh each run, so a
     changed ``scene_types`` section takes effect; the full table is saved beside the results)."""
-    from masseg_search.data.scene_types import save_scene_types, scene_type_table
-
     table = scene_type_table(dataset, config.scene_types)
     if save_csv is not None:
         save_scene_types(table, save_csv)
@@ -53,8 +54,6 @@ def validation_objects(dataset: Dataset, config: ProjectConfig, save_csv: Path |
 
 def engine_scorer(config: ProjectConfig, checkpoint: str | None, ray_address: str | None, progress: bool) -> PassScorer:
     """The engine PassScorer: in this process, or on Ray actors when ``ray_address`` is given."""
-    from masseg_search.mss.passes import EnginePassWorker, LocalPassScorer, RayPassScorer
-
     if ray_address:
         return RayPassScorer(ray_address, config.model.config, checkpoint, config.data.root, config.mss.feature_cache_mb,
                              progress=progress, max_rows=config.mss.engine_max_rows)
@@ -93,7 +92,7 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
             if folds >= 2 and not report.stopped_early:
                 holdout = run_holdout(opened, study, objects, scorer, mss, folds, trials, batch, sampler=sampler,
                                       seed=seed, progress=progress, stop=stop)
-                write_folds(out_dir / "folds.json", holdout.folds)
+                write_folds(MssResults(out_dir).folds, holdout.folds)
                 report.stopped_early = holdout.stopped_early
                 if holdout.stopped_early:
                     holdout = None

@@ -29,11 +29,23 @@ import numpy as np
 import pandas as pd
 
 from masseg_search import PROJECT_ROOT
-from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
 from masseg_search.config import ProjectConfig, load_config
-from masseg_search.data.layout import atomic_write_bytes, find_split_list, open_dataset
+from masseg_search.data.layout import atomic_write_bytes, find_split_list, open_dataset, write_mask
+from masseg_search.data.scene_types import save_scene_types, scene_type_table
+from masseg_search.data.synth import generate_dataset
+from masseg_search.ensemble import run_ensemble
+from masseg_search.ensemble.select import select_fusion
+from masseg_search.ensemble.submission import check_submission
 from masseg_search.errors import MassegError
-from masseg_search.predictions import config_id, config_view, parse_config_id
+from masseg_search.evaluation import evaluate_predictions
+from masseg_search.finetune.sweep import run_sweep
+from masseg_search.inference.infer import run_inference, write_masks
+from masseg_search.model.build import init_checkpoint
+from masseg_search.mss.holdout import bootstrap_ci
+from masseg_search.mss.tune import tune_mss
+from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
+from masseg_search.store.mss_results import MssResults
+from masseg_search.store.predictions import config_id, config_view, parse_config_id
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +120,6 @@ def object_jf(result: Any) -> pd.DataFrame:
 
 def _scores_row(name: str, detail: str, result: Any, samples: int, seed: int) -> DemoRow:
     """A table row from an EvaluationResult: global J&F, J, F and a bootstrap interval over videos."""
-    from masseg_search.mss.holdout import bootstrap_ci
-
     jf = object_jf(result)
     low, high = bootstrap_ci(jf["jf"], jf["video"], samples, seed)
     row = result.global_table.iloc[0]
@@ -121,8 +131,6 @@ def paired_gains(objects: dict[str, pd.DataFrame], samples: int, seed: int) -> p
     bootstrap 95% interval over videos (videos resampled, the two rows' scores of an object kept together).
 
     An interval that excludes 0 is a difference the test split measures; one that straddles 0 is not."""
-    from masseg_search.mss.holdout import bootstrap_ci
-
     rows = []
     for name, against, stage in STAGE_GAINS:
         if name not in objects or against not in objects:
@@ -140,8 +148,6 @@ def paired_gains(objects: dict[str, pd.DataFrame], samples: int, seed: int) -> p
 
 
 def _evaluate(gt_root: Path, split_list: Path, masks_root: Path, out_dir: Path) -> Any:
-    from masseg_search.evaluation import evaluate_predictions
-
     result = evaluate_predictions(gt_root, masks_root, split_list=split_list, workers=1, progress=False)
     result.write(out_dir)
     return result
@@ -149,8 +155,6 @@ def _evaluate(gt_root: Path, split_list: Path, masks_root: Path, out_dir: Path) 
 
 def copy_first_frame(dataset_root: Path, split_list: Path, out: Path) -> Path:
     """The trivial baseline: every frame gets the first frame's mask (what a tracker that never moves scores)."""
-    from masseg_search.data.layout import write_mask
-
     dataset = open_dataset(dataset_root, split_list=split_list)
     for video in dataset.videos():
         start, first = video.first_annotation()
@@ -169,14 +173,6 @@ def _step(title: str) -> float:
 def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str | Path | None = None,
              progress: bool = True) -> pd.DataFrame:
     """Run the whole pipeline; return (and write ``out/demo_table.csv``) the table of test J&F per setting."""
-    from masseg_search.data.synth import generate_dataset
-    from masseg_search.ensemble import run_ensemble
-    from masseg_search.finetune.sweep import run_sweep
-    from masseg_search.fusion_choice import select_fusion
-    from masseg_search.infer import run_inference, write_masks
-    from masseg_search.model.build import init_checkpoint
-    from masseg_search.mss.tune import tune_mss
-
     started = time.perf_counter()
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -213,7 +209,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     _step(f"3/5 tune-mss --study val: {cfg.mss.trials} trials per scene type, batches of {cfg.mss.batch}, "
           f"{cfg.mss.cv_folds}-fold held-out estimate")
     tuned = tune_mss(cfg, study="val", checkpoint=tuned_checkpoint, progress=progress)
-    best_configs_path = tuned.out_dir / "best_configs.yaml"
+    best_configs_path = MssResults(tuned.out_dir).best_configs
     best = load_best_configs(best_configs_path)
     for scene_type, (scale, bias) in sorted(best.types.items()):
         print(f"  {scene_type:<10} scale {scale:7.3f}  bias {bias:8.3f}")
@@ -221,7 +217,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     _step("4/5 infer (val + test), choose the fusion on val, ensemble test into a checked submission")
     # every configuration a candidate fusion can name: the baselines, the final per-type choices, and the per-fold
     # choices of the held-out estimate (so --select-on scores per-type select held out, not in-sample)
-    pairs = sorted({SAM2_DEFAULT, MASSEG_BEST, *best.types.values(), *heldout_configs(tuned.out_dir)})
+    pairs = sorted({SAM2_DEFAULT, MASSEG_BEST, *best.types.values(), *MssResults(tuned.out_dir).heldout_configs()})
     scene_types_dir = out / "scene_types"
     scene_csv = {split: _scene_types_csv(cfg, data_root, lst, scene_types_dir / f"{split}.csv")
                  for split, lst in (("val", val_list), ("test", test_list))}
@@ -231,7 +227,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     if len(views) > 1:
         print("views: " + ", ".join(view or "base" for view, _, _ in views))
     # the views run what select needs on val (scored held out); on test only what the chosen plan reads
-    view_pairs = sorted({best.default, *best.types.values(), *heldout_configs(tuned.out_dir)})
+    view_pairs = sorted({best.default, *best.types.values(), *MssResults(tuned.out_dir).heldout_configs()})
     for split, lst in (("val", val_list), ("test", test_list)):
         run_inference(cfg.model.config, tuned_checkpoint, data_root, predictions / split, pairs, split_list=lst,
                       per_type=best_configs_path, scene_types=scene_csv[split], device=cfg.model.device, progress=progress)
@@ -240,8 +236,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
                       device=cfg.model.device, progress=progress, view=view, flip=flip)
     plan_path = out / "plans" / "val.yaml"
     plan = select_fusion(predictions / "val", data_root, plan_path, split_list=val_list, scene_types=scene_csv["val"],
-                         best_configs=best_configs_path, folds=tuned.out_dir / "folds.json"
-                         if (tuned.out_dir / "folds.json").is_file() else None, top_k=cfg.ensemble.top_k,
+                         best_configs=best_configs_path, folds=MssResults(tuned.out_dir).folds_or_none(), top_k=cfg.ensemble.top_k,
                          progress=progress)
     needed = plan.needed_configs(best)
     for view, checkpoint, flip in views[1:]:
@@ -302,8 +297,6 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
 def check_demo_submission(submission: Any, data_root: Path, test_list: Path) -> None:
     """``submission check`` on the zip the ensemble wrote, as the scorer reads it; a MassegError listing the
     problems when the ensemble's own check refused to zip or the zip does not pass."""
-    from masseg_search.submission import check_submission
-
     dataset = open_dataset(data_root, split_list=test_list)
     problems = list(submission.problems)
     if submission.zip_path is None or not Path(submission.zip_path).is_file():
@@ -341,19 +334,9 @@ def ensemble_views(best_checkpoint: str, ranked: list[str], flip: bool) -> list[
     return views
 
 
-def heldout_configs(mss_dir: Path) -> set[tuple[float, float]]:
-    """The (scale, bias) tune-mss chose on each fold's training videos (``holdout_objects.csv``; empty without --cv)."""
-    path = mss_dir / "holdout_objects.csv"
-    if not path.is_file():
-        return set()
-    table = pd.read_csv(path)
-    return {(float(scale), float(bias)) for scale, bias in zip(table["chosen_scale"], table["chosen_bias"])}
-
 
 def _scene_types_csv(cfg: ProjectConfig, data_root: Path, split_list: Path, path: Path) -> Path:
     """Scene types of one split's objects (first frames only), written once."""
-    from masseg_search.data.scene_types import save_scene_types, scene_type_table
-
     if not path.is_file():
         save_scene_types(scene_type_table(open_dataset(data_root, split_list=split_list), cfg.scene_types), path)
     return path

@@ -14,16 +14,18 @@ Sections, each shown when its inputs exist and saying what is missing when they 
   ``selection`` block: every candidate's and every single configuration's validation J&F) or ``*candidates*.csv``
   tables -> the gain of the chosen fusion over its best member.
 - **Evaluations** (any folder holding ``global.csv`` + ``per_object.csv``, as `masseg-search evaluate` writes):
-  the global scores side by side and the worst videos with overlays from the viewer (masseg_search.view).
+  the global scores side by side and the worst videos with overlays from the viewer (masseg_search.report.overlays).
 
 Plots are PNG files in ``<page stem>_files/`` next to the page, linked relatively. Readers tolerate missing pieces
 but not malformed ones: a file that exists and cannot be read is a MassegError naming it.
 
-Modules: ``read`` (the readers), ``plots`` (figures), ``page`` (the HTML).
+Modules: ``read`` (the readers), ``plots`` (figures), ``page`` (the HTML), ``overlays`` (`masseg-search view`:
+masks over frames, side by side, as strips and GIF/MP4).
 """
 from __future__ import annotations
 
+from masseg_search.report.overlays import render_overlays
 from masseg_search.report.page import build_report
 from masseg_search.report.read import find_evaluations, read_ensembles, read_evaluation, read_mss_study, read_sweep
 
-__all__ = ["build_report", "find_evaluations", "read_ensembles", "read_evaluation", "read_mss_study", "read_sweep"]
+__all__ = ["build_report", "render_overlays", "find_evaluations", "read_ensembles", "read_evaluation", "read_mss_study", "read_sweep"]

@@ -4,7 +4,7 @@ Each prediction source is one of
 
 - an Annotations-style tree: ``DIR/<video>/<frame>.png`` or ``DIR/Annotations/<video>/<frame>.png`` (a submission,
   saved masks); frames are matched to the video's by sorted position, as the MOSE scorer does;
-- a stored-predictions configuration folder (masseg_search/predictions.py): ``DIR/<video>/meta.json`` +
+- a stored-predictions configuration folder (masseg_search/store/predictions.py): ``DIR/<video>/meta.json`` +
   ``object_<id>.npz``, turned into id masks with the non-overlap merge (shown as stored: on an object's first frame
   that is the model's output for the given mask, which a submission replaces by the given mask itself);
 - a stored-predictions root holding several configuration folders (``DIR/s20_b-10/<video>/``...): each configuration
@@ -28,11 +28,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from masseg_search import predictions
 from masseg_search.data.layout import (
     ANNOTATION_DIR,
-    DAVIS_PALETTE,
     DAVIS_LEVELS,
+    DAVIS_PALETTE,
     VOID_ID,
     Video,
     atomic_write_bytes,
@@ -42,6 +41,8 @@ from masseg_search.data.layout import (
     read_mask,
 )
 from masseg_search.errors import MassegError
+from masseg_search.evaluation import FrameScorer
+from masseg_search.store import predictions
 
 OVERLAY_ALPHA = 0.5
 MIN_PANEL_WIDTH = 256
@@ -159,8 +160,6 @@ class FrameJF:
     """Per-frame J and F of one prediction against the ground truth, frame by frame, with the evaluator's scorer."""
 
     def __init__(self, height: int, width: int, object_ids: Sequence[int]):
-        from masseg_search.evaluation import FrameScorer
-
         self.object_ids = [int(i) for i in object_ids]
         self._scorer = FrameScorer(height, width, self.object_ids) if self.object_ids else None
 

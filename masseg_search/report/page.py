@@ -8,17 +8,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT
 from masseg_search.data.layout import ANNOTATION_DIR, DAVIS_LEVELS, atomic_write_bytes
 from masseg_search.errors import MassegError
+from masseg_search.report.overlays import render_overlays
 from masseg_search.report.plots import (
-    Figures, plot_bars, plot_intervals, plot_mss_landscape, plot_sweep_curves, plot_sweep_parameters, safe_filename,
+    Figures,
+    plot_bars,
+    plot_intervals,
+    plot_mss_landscape,
+    plot_sweep_curves,
+    plot_sweep_parameters,
+    safe_filename,
 )
 from masseg_search.report.read import (
-    ENSEMBLE_FOLDERS, EPOCH_COLUMNS, EVALUATION_META, METRIC_COLUMNS, STOPPED_COLUMNS, TRIAL_COLUMNS, Evaluation,
-    MssStudy, find_evaluations, first_present, numeric_column, read_demo_table, read_ensembles, read_mss_study,
+    ENSEMBLE_FOLDERS,
+    EPOCH_COLUMNS,
+    EVALUATION_META,
+    METRIC_COLUMNS,
+    STOPPED_COLUMNS,
+    TRIAL_COLUMNS,
+    Evaluation,
+    MssStudy,
+    find_evaluations,
+    first_present,
+    numeric_column,
+    read_demo_table,
+    read_ensembles,
+    read_mss_study,
     read_sweep,
 )
+from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT
 
 SWEEPS_DIR, MSS_DIR = "sweeps", "mss"
 WORST_VIDEOS = 3
@@ -331,7 +350,6 @@ def _evaluations_section(results_dir: Path, figures: Figures, worst_videos: int,
                 f"(<code>{EVALUATION_META}</code> with <code>gt_root</code> and <code>pred_root</code>); view a video "
                 "with <code>masseg-search view --data GT --video V --predictions PRED</code>."))
             continue
-        from masseg_search.view import render_overlays
 
         gt_root, pred_root = inputs[evaluation.name]
         sheets = []

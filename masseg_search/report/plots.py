@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from masseg_search.best_configs import MASSEG_BEST, SAM2_DEFAULT
 from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.report.read import MssStudy, Sweep
-
+from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT
 
 # ------------------------------------------------------------------------------------------------ plotting
 

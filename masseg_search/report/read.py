@@ -8,9 +8,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from masseg_search.best_configs import BestConfigs, load_best_configs
 from masseg_search.errors import MassegError
-
+from masseg_search.store.best_configs import BestConfigs, load_best_configs
 
 ENSEMBLE_FOLDERS = ("plans", "submissions", "ensemble")
 # Column names the stages write; the first present wins.
@@ -306,7 +305,7 @@ def find_evaluations(results_dir: Path) -> list[Evaluation]:
 
 
 
-DEMO_TABLE, DEMO_GAINS = "demo_table.csv", "demo_gains.csv"  # written by masseg_search.demo
+DEMO_TABLE, DEMO_GAINS = "demo_table.csv", "demo_gains.csv"  # written by masseg_search.pipeline.demo
 
 
 @dataclass

@@ -7,7 +7,7 @@ import stat
 import numpy as np
 
 from masseg_search.data.layout import atomic_write_bytes, write_mask
-from masseg_search.submission import write_submission_zip
+from masseg_search.ensemble.submission import write_submission_zip
 
 
 def expected_mode() -> int:

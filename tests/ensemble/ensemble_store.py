@@ -6,8 +6,9 @@ from typing import Callable
 
 import cv2
 import numpy as np
-from masseg_search import predictions as store
+
 from masseg_search.data import layout
+from masseg_search.store import predictions as store
 
 LOW_RES = 16  # stored logits are LOW_RES x LOW_RES for the 64 x 64 synthetic frames
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ensemble_store import clean_logits, read_ground_truth, write_store
-from masseg_search import predictions as store
+
 from masseg_search.cli import main
 from masseg_search.data import layout
 from masseg_search.ensemble import fuse_logits, plan_from_dict, run_ensemble
 from masseg_search.errors import MassegError
+from masseg_search.store import predictions as store
 
 
 def _noisy(gt_object: np.ndarray, object_id: int, video_index: int) -> np.ndarray:

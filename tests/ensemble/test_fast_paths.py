@@ -7,15 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ensemble_store import clean_logits, read_ground_truth
-from masseg_search import predictions as store
+
 from masseg_search.data import layout
 from masseg_search.ensemble import FrameRenderer, FusedVideo, FusionRule, fuse_logits, fuse_video, video_masks
 from masseg_search.ensemble.fuse import (
-    _positive_rows_cols, _TableFusion, _vote_hitting_set, _vote_table, positive_extents, stored_extents,
+    _positive_rows_cols,
+    _TableFusion,
+    _vote_hitting_set,
+    _vote_table,
+    positive_extents,
+    stored_extents,
 )
 from masseg_search.ensemble.render import _axis_table, _palette_largest_index
+from masseg_search.store import predictions as store
 
 EVERY_FLOAT16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).reshape(256, 256)  # NaNs and infinities too
 

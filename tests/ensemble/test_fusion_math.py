@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from masseg_search import predictions as store
 from masseg_search.ensemble import FrameRenderer, fuse_logits
+from masseg_search.store import predictions as store
 
 
 def _one(value: float) -> np.ndarray:

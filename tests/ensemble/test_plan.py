@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from masseg_search.best_configs import BestConfigs
 from masseg_search.ensemble import FusionRule, RuleResolver, load_plan, plan_from_dict, save_plan
 from masseg_search.errors import MassegError
+from masseg_search.store.best_configs import BestConfigs
 
 STORED = ["s20_b-10", "s7.5_b-4", "s10_b-5"]
 

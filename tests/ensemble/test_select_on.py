@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ensemble_store import clean_logits, write_store
+
 from masseg_search.cli import main
 from masseg_search.data import layout
 from masseg_search.ensemble import load_plan
-from masseg_search.fusion_choice import select_fusion
+from masseg_search.ensemble.select import select_fusion
 
 
 def _shifted(dy: int, dx: int):

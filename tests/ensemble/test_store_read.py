@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from masseg_search.predictions import read_npz
+from masseg_search.store.predictions import read_npz
 
 
 @pytest.mark.parametrize("mmap", [False, True])

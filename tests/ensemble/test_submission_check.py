@@ -11,7 +11,7 @@ from PIL import Image
 
 from masseg_search.cli import main
 from masseg_search.data import layout
-from masseg_search.submission import check_submission, write_submission_zip
+from masseg_search.ensemble.submission import check_submission, write_submission_zip
 
 
 @pytest.fixture()

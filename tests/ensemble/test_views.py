@@ -6,15 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ensemble_store import clean_logits, write_store
-from masseg_search import predictions as store
+
 from masseg_search.data import layout
-from masseg_search.ensemble import FusionPlan, RuleSpec, fuse_video, load_plan, run_ensemble
+from masseg_search.ensemble import FusionPlan, FusionRule, RuleSpec, fuse_video, load_plan, run_ensemble
 from masseg_search.ensemble.plan import RuleResolver, per_type_views
+from masseg_search.ensemble.select import select_fusion, with_views
 from masseg_search.errors import MassegError
-from masseg_search.fusion_choice import select_fusion, with_views
-from masseg_search.ensemble import FusionRule
+from masseg_search.store import predictions as store
 
 
 def test_config_ids_carry_an_optional_view() -> None:
@@ -173,7 +172,7 @@ def test_per_type_of_a_view_serves_that_views_configurations(tiny_dataset: Path,
 
 def test_a_plan_names_the_configurations_it_needs() -> None:
     """What the demo infers under each view on test: exactly the configurations the chosen plan can read."""
-    from masseg_search.best_configs import BestConfigs
+    from masseg_search.store.best_configs import BestConfigs
 
     best = BestConfigs({"small": (38.9, -3.7)}, (20.0, -10.0))
     plan = FusionPlan(RuleSpec("mean", ("s20_b-10", "s20_b-10@flip")),

@@ -12,7 +12,7 @@ from masseg_search.data.layout import open_dataset, write_mask
 from masseg_search.errors import MassegError
 from masseg_search.model.build import build_model
 from masseg_search.model.engine import FeatureCache, MultiConfigEngine, PerRowValue, check_video
-from masseg_search.predictions import config_id
+from masseg_search.store.predictions import config_id
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from masseg_search.best_configs import BestConfigs, save_best_configs
 from masseg_search.cli import main
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.infer import PER_TYPE_ID, run_inference, save_masks
-from masseg_search.predictions import META_FILE, is_complete, load_video_prediction, logits_to_mask
+from masseg_search.inference.infer import PER_TYPE_ID, run_inference, save_masks
+from masseg_search.store.best_configs import BestConfigs, save_best_configs
+from masseg_search.store.predictions import META_FILE, is_complete, load_video_prediction, logits_to_mask
 
 
 def test_predictions_layout_and_masks(tiny_dataset, tiny_checkpoint, tmp_path):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from masseg_search.data.layout import open_dataset
 from masseg_search.model.build import build_model, build_plain_predictor
 from masseg_search.model.engine import MultiConfigEngine, reference_predict_video
-from masseg_search.predictions import config_id, logits_to_mask
+from masseg_search.store.predictions import config_id, logits_to_mask
 
 CONFIGS = [(20.0, -10.0), (7.5, -4.0), (1.0, 0.0), (40.0, -20.0), (2.0, -1.0), (12.5, -6.0), (5.0, 0.0), (30.0, -2.5)]
 LOGIT_TOLERANCE = 1e-3

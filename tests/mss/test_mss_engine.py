@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from masseg_search.best_configs import load_best_configs
 from masseg_search.cli import main
 from masseg_search.config import load_config
-from masseg_search.errors import MassegError
 from masseg_search.data.layout import open_dataset
+from masseg_search.errors import MassegError
 from masseg_search.evaluation.davis import score_video
 from masseg_search.mss.passes import EnginePassWorker, LocalPassScorer, RayPassScorer, load_ground_truth
 from masseg_search.mss.tune import tune_mss
-from masseg_search.predictions import config_id, logits_to_mask
+from masseg_search.store.best_configs import load_best_configs
+from masseg_search.store.predictions import config_id, logits_to_mask
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from mss_synthetic_objective import SyntheticScorer, object_jf
 
-from masseg_search.best_configs import load_best_configs
 from masseg_search.config import config_from_dict
 from masseg_search.errors import MassegError
 from masseg_search.mss.holdout import bootstrap_ci, video_folds
 from masseg_search.mss.studies import open_storage
 from masseg_search.mss.tune import tune_mss
+from masseg_search.store.best_configs import load_best_configs
 
 
 def _config(tmp_path: Path, data_root: Path, **mss):

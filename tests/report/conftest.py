@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from masseg_search import predictions
-from masseg_search.best_configs import BestConfigs, save_best_configs
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
+from masseg_search.ensemble import FusionPlan, RuleSpec, save_plan
 from masseg_search.evaluation.evaluate import evaluate_predictions
 from masseg_search.finetune.sweep import ResultsTable
-from masseg_search.ensemble import FusionPlan, RuleSpec, save_plan
 from masseg_search.mss.holdout import HoldoutResult, summarize
 from masseg_search.mss.outputs import per_type_table
+from masseg_search.store import predictions
+from masseg_search.store.best_configs import BestConfigs, save_best_configs
 
 
 def write_shifted_prediction(dataset_root: Path, out: Path, shift: int, videos: list[str] | None = None) -> Path:
@@ -138,7 +138,7 @@ def build_results_dir(root: Path, dataset_root: Path) -> Path:
 
     # The demo's closing table and stage gains, made by the demo's own functions from the evaluations above
     # (the shifted prediction plays "fine-tuned, 20/-10", the perfect one "tuned per type").
-    from masseg_search.demo import GAINS_FILE, TABLE_FILE, _scores_row, object_jf, paired_gains
+    from masseg_search.pipeline.demo import GAINS_FILE, TABLE_FILE, _scores_row, object_jf, paired_gains
 
     rows = {"fine-tuned, SAM2 20/-10": scored["shifted"], "fine-tuned, MASSeg 7.5/-4": scored["unrecorded"],
             "fine-tuned, tuned per type": scored["perfect"]}

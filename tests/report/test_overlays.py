@@ -12,7 +12,7 @@ from PIL import Image
 
 from masseg_search.data.layout import DAVIS_PALETTE, open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.view import OVERLAY_ALPHA, frame_scores, overlay, render_overlays
+from masseg_search.report.overlays import OVERLAY_ALPHA, frame_scores, overlay, render_overlays
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_cli_view_writes_files(tmp_path: Path, tiny_dataset: Path, val_video: st
 
 def test_long_videos_gif_is_sampled_and_contact_sheet_rows_capped(tmp_path: Path, tiny_dataset: Path, val_video: str,
                                                                    shifted_prediction, monkeypatch) -> None:
-    import masseg_search.view as view
+    import masseg_search.report.overlays as view
 
     monkeypatch.setattr(view, "MAX_GIF_FRAMES", 3)
     prediction = shifted_prediction(tiny_dataset, tmp_path / "pred", 1, [val_video])

@@ -17,7 +17,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from masseg_search.data.layout import write_mask, write_split_list
-from masseg_search.moseplus.vis import decode_rle
+from masseg_search.data.moseplus.sources.vis import decode_rle
 
 
 @dataclass

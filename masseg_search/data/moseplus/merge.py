@@ -2,7 +2,7 @@
 
 Under ``moseplus.out``::
 
-    converted/<source>/      one MOSE-layout root per source (masseg_search.moseplus.writer), resumable, with its
+    converted/<source>/      one MOSE-layout root per source (masseg_search.data.moseplus.writer), resumable, with its
                              per-clip statistics cached in clip_statistics_<settings>.csv
     stats/mose-<...>.csv     the same statistics of MOSE train (cached; resumable)
     selection.csv            every candidate clip with its statistics, selected flag and reason
@@ -27,13 +27,20 @@ import pandas as pd
 from tqdm import tqdm
 
 from masseg_search.config import MosePlusSection, ProjectConfig
+from masseg_search.data.check import ERROR, check_dataset
 from masseg_search.data.layout import (
-    ANNOTATION_DIR, IMAGE_DIR, Dataset, atomic_write_bytes, open_dataset, read_split_list, write_split_list,
+    ANNOTATION_DIR,
+    IMAGE_DIR,
+    Dataset,
+    atomic_write_bytes,
+    open_dataset,
+    read_split_list,
+    write_split_list,
 )
+from masseg_search.data.moseplus.convert import convert_source
+from masseg_search.data.moseplus.select import distribution_table, plot_distributions, select_clips, statistics_table
+from masseg_search.data.moseplus.writer import remove_leftovers
 from masseg_search.errors import MassegError
-from masseg_search.moseplus import convert_source
-from masseg_search.moseplus.select import distribution_table, plot_distributions, select_clips, statistics_table
-from masseg_search.moseplus.writer import remove_leftovers
 
 DONE_DIR = ".done"
 
@@ -233,8 +240,6 @@ def _write_manifests(merged: Path, plans: list[MergePlan], chosen: pd.DataFrame,
 
 def _check_merged(merged: Path, list_files: list[Path]) -> None:
     """Run `data check` on the merged root (late objects allowed: YouTube-VOS-style training clips)."""
-    from masseg_search.data.check import ERROR, check_dataset
-
     for list_file in list_files:
         errors = [p for p in check_dataset(merged, list_file, allow_late_objects=True, workers=4) if p.severity == ERROR]
         if errors:

@@ -37,7 +37,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from masseg_search.data.layout import ANNOTATION_DIR, IMAGE_DIR, VOID_ID, atomic_write_bytes, encode_mask_png, write_split_list
+from masseg_search.data.layout import (
+    ANNOTATION_DIR,
+    IMAGE_DIR,
+    VOID_ID,
+    atomic_write_bytes,
+    encode_mask_png,
+    image_size,
+    write_split_list,
+)
 from masseg_search.errors import MassegError
 
 MAX_OBJECTS = 254
@@ -125,8 +133,6 @@ def _read_image(path: Path) -> np.ndarray:
 
 def _image_shape(path: Path) -> tuple[int, int]:
     """(height, width) from the header only."""
-    from masseg_search.data.layout import image_size
-
     if not path.is_file():
         raise MassegError("frame image missing on disk", path, "re-extract the source dataset's images")
     return image_size(path)

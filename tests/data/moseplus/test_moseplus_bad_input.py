@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from masseg_search.cli import main
+from masseg_search.data.moseplus import convert_source
+from masseg_search.data.moseplus import fake_sources as fake
+from masseg_search.data.moseplus.sources.vis import rle_counts
 from masseg_search.errors import MassegError
-from masseg_search.moseplus import convert_source
-from masseg_search.moseplus import fake_sources as fake
-from masseg_search.moseplus.vis import rle_counts
 
 
 def convert(source: fake.FakeSource, format_name: str, out: Path) -> None:

@@ -11,10 +11,10 @@ from PIL import Image
 
 from masseg_search.data.check import ERROR, check_dataset
 from masseg_search.data.layout import image_size, list_files, read_mask
+from masseg_search.data.moseplus import convert_source
+from masseg_search.data.moseplus import fake_sources as fake
+from masseg_search.data.moseplus.writer import output_size
 from masseg_search.errors import MassegError
-from masseg_search.moseplus import convert_source
-from masseg_search.moseplus import fake_sources as fake
-from masseg_search.moseplus.writer import output_size
 
 WRITERS = {
     "davis": fake.write_fake_davis,

@@ -11,9 +11,9 @@ from masseg_search.cli import main
 from masseg_search.config import config_from_dict
 from masseg_search.data.check import ERROR, check_dataset
 from masseg_search.data.layout import read_split_list, write_split_list
-from masseg_search.moseplus import fake_sources as fake
-from masseg_search.moseplus import merge, writer
-from masseg_search.moseplus.merge import build_moseplus
+from masseg_search.data.moseplus import fake_sources as fake
+from masseg_search.data.moseplus import merge, writer
+from masseg_search.data.moseplus.merge import build_moseplus
 
 
 @pytest.fixture(scope="module")

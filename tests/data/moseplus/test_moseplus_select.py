@@ -10,10 +10,15 @@ import pytest
 
 from masseg_search.config import MosePlusSelection, StatRange
 from masseg_search.data.layout import open_dataset, write_mask
-from masseg_search.errors import MassegError
-from masseg_search.moseplus.select import (
-    STATISTICS, clip_statistics, distribution_table, plot_distributions, select_clips, statistics_table,
+from masseg_search.data.moseplus.select import (
+    STATISTICS,
+    clip_statistics,
+    distribution_table,
+    plot_distributions,
+    select_clips,
+    statistics_table,
 )
+from masseg_search.errors import MassegError
 
 HEIGHT, WIDTH = 40, 50
 

@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from masseg_search.data.moseplus.formats import explain_not_format
+from masseg_search.data.moseplus.sources.vis import decode_segmentation, load_json, require_keys
+from masseg_search.data.moseplus.writer import SourceClip, SourceFrame, safe_video_name
 from masseg_search.errors import MassegError
-from masseg_search.moseplus.vis import decode_segmentation, load_json, require_keys
-from masseg_search.moseplus.writer import SourceClip, SourceFrame, safe_video_name
 
 SEQUENCE_KEYS = ["id", "width", "height", "dataset", "seq_name", "annotated_image_paths", "segmentations"]
 
@@ -47,8 +48,6 @@ def _sequence_dir(src: Path, split: str, sequence: dict) -> Path | None:
 
 def burst_clips(src: str | Path, ann: str | Path, frames: Literal["annotated", "all"] = "annotated") -> list[SourceClip]:
     """Clips of a BURST split: ``src`` is the frames root, ``ann`` the split's JSON."""
-    from masseg_search.moseplus import explain_not_format
-
     src, ann_path = Path(src), Path(ann)
     if not src.is_dir():
         raise MassegError("source folder not found", src, "pass BURST's frames root (it holds <split>/<dataset>/<seq>/)")

@@ -8,15 +8,14 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from masseg_search.data.layout import VOID_ID, DAVIS_LEVELS, IMAGE_EXTENSIONS, list_files, read_mask, read_split_list
+from masseg_search.data.layout import DAVIS_LEVELS, IMAGE_EXTENSIONS, VOID_ID, list_files, read_mask, read_split_list
+from masseg_search.data.moseplus.formats import explain_not_format
+from masseg_search.data.moseplus.writer import SourceClip, SourceFrame, safe_video_name
 from masseg_search.errors import MassegError
-from masseg_search.moseplus.writer import SourceClip, SourceFrame, safe_video_name
 
 
 def davis_clips(src: str | Path, split: str | None = None, level: str | None = None) -> list[SourceClip]:
     """Clips of a DAVIS root; ``split`` (e.g. ``train``) reads ``ImageSets/2017/<split>.txt``, None = every video."""
-    from masseg_search.moseplus import explain_not_format
-
     src = Path(src)
     levels = [level] if level else list(DAVIS_LEVELS)
     found = [name for name in levels if (src / "JPEGImages" / name).is_dir() and (src / "Annotations" / name).is_dir()]

@@ -20,8 +20,9 @@ from typing import Any, Iterable
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from masseg_search.data.moseplus.formats import detect_format, explain_not_format
+from masseg_search.data.moseplus.writer import SourceClip, SourceFrame, safe_video_name
 from masseg_search.errors import MassegError
-from masseg_search.moseplus.writer import SourceClip, SourceFrame, safe_video_name
 
 
 def load_json(path: Path) -> Any:
@@ -137,15 +138,11 @@ def vis_clips(src: str | Path, ann: str | Path | None = None, source: str = "vis
 
     ``ann`` defaults to ``src/instances.json`` (YouTube-VIS 2021 ships it beside ``JPEGImages/``).
     """
-    from masseg_search.moseplus import explain_not_format
-
     src = Path(src)
     ann_path = Path(ann) if ann is not None else src / "instances.json"
     if not src.is_dir():
         raise MassegError("source folder not found", src, "pass the split folder that holds the video frames")
     if ann is None and not ann_path.is_file():
-        from masseg_search.moseplus import detect_format
-
         if detect_format(src) in (None, "mose"):  # frames without their JSON: YouTube-VIS 2019 / OVIS keep it apart
             raise MassegError(f"no instances.json in the {source} source folder", ann_path,
                               "YouTube-VIS 2019 and OVIS keep the JSON beside the split folder: pass it with --ann "

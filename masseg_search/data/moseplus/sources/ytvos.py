@@ -15,17 +15,16 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from masseg_search.data.layout import VOID_ID, IMAGE_EXTENSIONS, list_files, read_mask
+from masseg_search.data.layout import IMAGE_EXTENSIONS, VOID_ID, list_files, read_mask
+from masseg_search.data.moseplus.formats import explain_not_format
+from masseg_search.data.moseplus.sources.vis import load_json, require_keys
+from masseg_search.data.moseplus.writer import SourceClip, SourceFrame, safe_video_name
 from masseg_search.errors import MassegError
-from masseg_search.moseplus.vis import load_json, require_keys
-from masseg_search.moseplus.writer import SourceClip, SourceFrame, safe_video_name
 
 
 def ytvos_clips(src: str | Path, frames: Literal["annotated", "all"] = "annotated",
                 images: str | Path | None = None) -> list[SourceClip]:
     """Clips of a YouTube-VOS split folder (``train/`` or ``valid/``) read through its ``meta.json``."""
-    from masseg_search.moseplus import explain_not_format
-
     src = Path(src)
     meta_path = src / "meta.json"
     if not meta_path.is_file() or not (src / "Annotations").is_dir():

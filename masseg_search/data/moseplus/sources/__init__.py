@@ -1,0 +1,1 @@
+"""One reader per source dataset format, each returning SourceClip objects for the MOSE-layout writer."""

@@ -1,0 +1,91 @@
+"""tune-mss's output folder (``results/mss/<study>/``): its file names and the readers later stages use.
+
+One owner for these names: tune-mss writes through :class:`MssResults`, and the ensemble stage, the pipeline and
+the CLI find the folds and the per-fold choices through it, instead of spelling the file names themselves.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from masseg_search.data.layout import atomic_write_bytes
+from masseg_search.errors import MassegError
+
+FOLDS_FIX = 'write {"0": [videos...], "1": [...]}'
+
+
+@dataclass(frozen=True)
+class MssResults:
+    """The files of one tune-mss output folder."""
+
+    folder: Path
+
+    @classmethod
+    def beside(cls, best_configs: str | Path) -> MssResults:
+        """The results folder that holds ``best_configs`` (its other files sit beside it)."""
+        return cls(Path(best_configs).parent)
+
+    @property
+    def best_configs(self) -> Path:
+        """Per scene type, the chosen (scale, bias) (:mod:`masseg_search.store.best_configs`)."""
+        return self.folder / "best_configs.yaml"
+
+    @property
+    def folds(self) -> Path:
+        """``{fold: [videos]}`` of the held-out estimate (written with ``--cv``)."""
+        return self.folder / "folds.json"
+
+    @property
+    def holdout_objects(self) -> Path:
+        """Per fold, each held-out object's configuration chosen on the other folds (fold, video, object_id,
+        chosen_scale, chosen_bias, ...)."""
+        return self.folder / "holdout_objects.csv"
+
+    @property
+    def holdout_summary(self) -> Path:
+        """Per scene type, the held-out J&F of the chosen configurations against the baselines."""
+        return self.folder / "holdout_summary.csv"
+
+    @property
+    def trials(self) -> Path:
+        """Every trial of every scene-type study."""
+        return self.folder / "trials.csv"
+
+    @property
+    def per_type(self) -> Path:
+        """Per scene type: chosen configuration, in-sample and held-out J&F, the two baselines."""
+        return self.folder / "per_type.csv"
+
+    def folds_or_none(self) -> Path | None:
+        """The folds file when tune-mss wrote one (``--cv``), else None."""
+        return self.folds if self.folds.is_file() else None
+
+    def heldout_configs(self) -> set[tuple[float, float]]:
+        """The (scale, bias) chosen on each fold's training videos (empty without ``--cv``): what inference must
+        store so that the ensemble can score ``select`` held out."""
+        if not self.holdout_objects.is_file():
+            return set()
+        table = pd.read_csv(self.holdout_objects)
+        return {(float(scale), float(bias)) for scale, bias in zip(table["chosen_scale"], table["chosen_bias"])}
+
+
+def write_folds(path: str | Path, folds: list[list[str]]) -> None:
+    """``{fold index: [videos]}`` as JSON (read back by :func:`load_folds`)."""
+    atomic_write_bytes(Path(path), json.dumps({str(i): fold for i, fold in enumerate(folds)}, indent=1).encode())
+
+
+def load_folds(path: str | Path, videos: list[str]) -> dict[str, list[str]]:
+    """``{fold: [videos]}`` restricted to ``videos``; folds left empty are dropped."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MassegError(f"cannot read folds ({exc})", path, FOLDS_FIX) from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise MassegError("folds must map a fold name to a list of videos", path, FOLDS_FIX)
+    wanted = set(videos)
+    folds = {str(fold): [str(v) for v in members if str(v) in wanted] for fold, members in data.items()}
+    return {fold: members for fold, members in folds.items() if members}
