@@ -302,6 +302,7 @@ class MultiConfigEngine:
         low_res = self.image_size // 4
         logits = [np.full((num_frames, low_res, low_res), -1024.0, dtype=self.logits_dtype) for _ in rows]
         scores = [np.full(num_frames, -1024.0, dtype=np.float32) for _ in rows]
+        ious = [np.zeros(num_frames, dtype=np.float32) for _ in rows]  # 0 before the first annotated frame
         chunk_size = self.max_rows or len(rows)
         chunks = []
         for begin in range(0, len(rows), chunk_size):
@@ -318,6 +319,13 @@ class MultiConfigEngine:
             frames = tqdm(frames, desc=f"{video.name} ({len(rows)} rows)", leave=False)
         model = self.model
         saved = (model.sigmoid_scale_for_mem_enc, model.sigmoid_bias_for_mem_enc, model.non_overlap_masks_for_mem_enc)
+        # SAM2's track_step drops the IoU head's output: a hook on the mask decoder keeps its last call's (B, M)
+        decoder_ious: dict[str, torch.Tensor] = {}
+
+        def keep_ious(_module: Any, _inputs: Any, outputs: Any) -> None:
+            decoder_ious["last"] = outputs[1]
+
+        hook = model.sam_mask_decoder.register_forward_hook(keep_ious)
         # tools/vos_inference.py runs under bfloat16 autocast on CUDA (a no-op on CPU); so does the engine
         autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         try:
@@ -332,12 +340,18 @@ class MultiConfigEngine:
                         if self.flip:  # back to the video's own orientation
                             pred_np = pred_np[:, :, ::-1]
                         score_np = object_scores[:, 0].float().cpu().numpy()
+                        # the given frame's mask is SAM2's output there (its IoU is 1 by construction); later
+                        # frames: the IoU head's estimate of the mask SAM2 kept (the best of M when multimask)
+                        iou_np = (np.ones(len(chunk.rows), np.float32) if frame_idx == checked.start_frame
+                                  else decoder_ious["last"].float().amax(dim=1).cpu().numpy())
                         for position, row in enumerate(chunk.rows):
                             logits[row][frame_idx] = pred_np[position]
                             scores[row][frame_idx] = score_np[position]
+                            ious[row][frame_idx] = iou_np[position]
         finally:
+            hook.remove()
             model.sigmoid_scale_for_mem_enc, model.sigmoid_bias_for_mem_enc, model.non_overlap_masks_for_mem_enc = saved
-        return self._collect(checked, rows, logits, scores)
+        return self._collect(checked, rows, logits, scores, ious)
 
     def _track_frame(self, chunk: _Chunk, rows: list[tuple[int, float, float]], checked: CheckedVideo,
                      mask_inputs: dict[int, torch.Tensor], frame_idx: int, backbone_out: dict, num_frames: int
@@ -397,7 +411,7 @@ class MultiConfigEngine:
         return rows
 
     def _collect(self, checked: CheckedVideo, rows: list[tuple[int, float, float]], logits: list[np.ndarray],
-                 scores: list[np.ndarray]) -> dict[str, VideoPrediction]:
+                 scores: list[np.ndarray], ious: list[np.ndarray]) -> dict[str, VideoPrediction]:
         results: dict[str, VideoPrediction] = {}
         for row, (obj, scale, bias) in enumerate(rows):
             key = config_id(scale, bias)
@@ -410,6 +424,7 @@ class MultiConfigEngine:
             prediction.first_frames[obj] = checked.start_frame
             prediction.logits[obj] = logits[row]
             prediction.object_scores[obj] = scores[row]
+            prediction.predicted_ious[obj] = ious[row]
         return results
 
 
