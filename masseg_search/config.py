@@ -206,8 +206,11 @@ class MssSection(Section):
 class EnsembleSection(Section):
     """How predictions are fused (a plan file can override), and what candidates --select-on compares."""
 
-    method: Literal["select", "single", "mean", "logit-mean", "vote"] = Field(
-        "select", description="fusion when no --plan is given (select needs --best-configs and --scene-types)")
+    method: Literal["select", "single", "mean", "logit-mean", "vote", "confidence", "per-video-consensus",
+                    "per-video-confidence", "per-object-consensus", "per-object-confidence"] = Field(
+        "select", description="fusion when no --plan is given (select needs --best-configs and --scene-types; "
+        "confidence: per pixel the surest config; per-video-*/per-object-*: one config per video/object, chosen "
+        "without labels)")
     configs: list[str] = Field(default_factory=list, description="config ids; empty = all present")
     weights: list[float] | None = Field(None, description="one weight per config (mean, logit-mean, vote); None = equal")
     top_k: int = Field(3, ge=1, description="configs in the mean-top-k candidates of --select-on")

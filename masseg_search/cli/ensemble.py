@@ -88,8 +88,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"submission check failed: {len(result.problems)} problems{f' ({more} not shown)' if more > 0 else ''}; no zip written.")
         print(f"  see every one: masseg-search submission check {result.out_dir} --images {args.data} --annotations {args.data}")
         return 1
+    if result.choices:
+        print(f"members chosen without labels: {_format_counts(result.choice_counts())} (every choice: {result.choices_path})")
     print(f"submission check passed{f'; zip: {result.zip_path}' if result.zip_path else ''}")
     return 0
+
+
+def _format_counts(counts: dict[str, dict[str, int]]) -> str:
+    """``videos s20_b-10 12, s20_b-10@cutie 8; objects ...`` from agreement.count_choices's mapping."""
+    return "; ".join(f"{unit} " + ", ".join(f"{member} {count}" for member, count in per_member.items())
+                     for unit, per_member in counts.items() if per_member)
 
 
 def _run_select(args: argparse.Namespace, section, workers: int) -> int:
@@ -110,6 +118,8 @@ def _run_select(args: argparse.Namespace, section, workers: int) -> int:
     for candidate in selection.get("candidates", []):
         mark = "  <- chosen" if candidate["name"] == selection.get("chosen") else ""
         print(f"{candidate['name']:<26} {candidate['jf']:7.4f}{mark}")
+        if "member_choices" in candidate:
+            print(f"{'':<28}chosen: {_format_counts(candidate['member_choices'])}")
     for note in selection.get("notes", []):
         print(f"note: {note}")
     print(f"plan written: {args.out_plan}")
