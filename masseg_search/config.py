@@ -1,8 +1,8 @@
 """The project's one YAML config schema (pydantic), and loading with errors that name the file and the key.
 
 Sections: ``model``, ``data``, ``scene_types``, ``train`` (one fine-tuning run), ``train_sweep``, ``mss``,
-``ensemble``. Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key.
-``configs/demo.yaml`` is the embedded default.
+``ensemble``, ``cutie`` (the second model family), ``moseplus``. Every section forbids unknown keys: a typo is an
+error naming the key path and the closest valid key. ``configs/demo.yaml`` is the embedded default.
 """
 from __future__ import annotations
 
@@ -219,12 +219,27 @@ class EnsembleSection(Section):
                        "ensemble members")
     trials: int = Field(1, ge=1, description="the demo also infers the next best sweep trials' checkpoints (views "
                         "'trial2', 'trial3', ...; with flip also 'trial2.flip') as ensemble members; 1 = the best only")
+    import_base: bool = Field(False, description="the demo also imports the untuned base checkpoint's masks through "
+                              "infer --import-masks as view 'base' (another model, hard masks) and applies the best "
+                              "per-video / per-object choice rule to test")
 
     @model_validator(mode="after")
     def _weights_match(self) -> "EnsembleSection":
         if self.weights is not None and len(self.weights) != len(self.configs):
             raise ValueError(f"weights has {len(self.weights)} values for {len(self.configs)} configs")
         return self
+
+
+class CutieSection(Section):
+    """Cutie (rf-cutie), a second model family for the ensemble: ``infer --engine cutie --view NAME``."""
+
+    model: Literal["small", "base"] = Field("small", description="Cutie's size, as its checkpoint was trained")
+    weights: str | None = Field(None, description="a Cutie checkpoint (.pth state dict, e.g. cutie-small-mega.pth from "
+                                "Cutie's releases); null = random weights, whose masks are useless (tests only)")
+    max_internal_size: int = Field(480, description="shortest side Cutie works at (its DAVIS/MOSE setting); -1 = the "
+                                   "video's own size")
+    pseudo_logit_scale: float = Field(1.0, gt=0, description="scale of the pseudo-logits its probabilities become "
+                                      "(masseg_search/store/pseudo_logits.py)")
 
 
 class MosePlusSource(Section):
@@ -311,6 +326,7 @@ class ProjectConfig(Section):
     train_sweep: TrainSweepSection = Field(default_factory=TrainSweepSection)
     mss: MssSection = Field(default_factory=MssSection)
     ensemble: EnsembleSection = Field(default_factory=EnsembleSection)
+    cutie: CutieSection = Field(default_factory=CutieSection)
     moseplus: MosePlusSection = Field(default_factory=MosePlusSection)
     source: str | None = Field(None, exclude=True, description="the file this was loaded from")
 

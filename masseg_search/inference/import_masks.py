@@ -162,19 +162,50 @@ def _raise_problems(problems: list[SubmissionProblem], root: Path) -> None:
                       "fix or re-export the files named above (the same rules as `masseg-search submission check`)")
 
 
-def _write_record(out_dir: Path, view: str, source: Path, kind: str, configs: list[str], scale: float) -> None:
-    """``infer_run@<view>.json``: where the view came from; importing another source into it is an error."""
-    record = {"family": IMPORTED_FAMILY, "imported_from": str(source.resolve()), "layout": kind,
-              "pseudo_logit_scale": float(scale), "configs": configs, "view": view, "flip": False}
+def write_view_record(out_dir: Path, view: str, record: dict, identity: tuple[str, ...]) -> None:
+    """``infer_run@<view>.json``: what made the view; writing another source (``identity`` keys differ) into it is
+    an error, as results would mix."""
+    record = {**record, "view": view, "flip": False}
     path = _run_record_path(out_dir, view)
     if path.is_file():
         previous = json.loads(path.read_text())
-        changed = [k for k in ("family", "imported_from", "layout", "pseudo_logit_scale") if previous.get(k) != record[k]]
+        changed = [k for k in identity if previous.get(k) != record.get(k)]
         if changed:
             raise MassegError(f"view {view!r} already holds other predictions ({', '.join(f'{k}: {previous.get(k)}' for k in changed)})",
                               path, "pass another --view NAME, or delete that view's folders and this file")
-        record["configs"] = sorted(set(previous.get("configs", [])) | set(configs))
+        record["configs"] = sorted(set(previous.get("configs", [])) | set(record.get("configs", [])))
     layout.atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+
+
+def view_folders(view: str | None, configs: str | Sequence[tuple[float, float]] | None) -> tuple[str, list[tuple[float, float]], list[str]]:
+    """(view, (scale, bias) pairs, folders ``<config_id>@<view>``) of a view another family fills; SAM2's
+    ``s20_b-10`` when no configuration is given."""
+    view = check_view(view)
+    if view is None:
+        raise MassegError("another model family needs a view name (the base view is SAM2's)",
+                          fix="pass --view NAME, e.g. --view cutie")
+    pairs = parse_config_list(configs) if isinstance(configs, str) else [(float(s), float(b)) for s, b in (configs or [SAM2_DEFAULT])]
+    return view, pairs, [config_id(s, b, view) for s, b in pairs]
+
+
+def low_res_for(out_dir: Path, video: str, low_res: int | None) -> tuple[int, int]:
+    """The low resolution to store ``video`` at: ``low_res`` squared when given, else that of the predictions
+    already stored for it (so the ensemble can fuse them)."""
+    size = (int(low_res), int(low_res)) if low_res else stored_low_res(out_dir, video)
+    if size is None:
+        raise MassegError(f"no stored prediction of {video} gives the low resolution to store at", out_dir,
+                          "run `masseg-search infer` into --out first, or pass --low-res (SAM2: image size / 4, e.g. 256)")
+    return size
+
+
+def save_view(out_dir: Path, prediction: VideoPrediction, view: str, pairs: list[tuple[float, float]]) -> None:
+    """Store one video of another family under every ``<config_id>@<view>`` not yet complete."""
+    prediction.view = view
+    for scale, bias in pairs:
+        folder = out_dir / config_id(scale, bias, view) / prediction.video
+        if not is_complete(folder):
+            prediction.scale, prediction.bias = scale, bias
+            save_video_prediction(folder, prediction)
 
 
 def import_masks(masks_dir: str | Path, data_root: str | Path, out_dir: str | Path, view: str,
@@ -185,13 +216,8 @@ def import_masks(masks_dir: str | Path, data_root: str | Path, out_dir: str | Pa
     docstring). Returns ``out_dir``."""
     from tqdm import tqdm
 
-    view = check_view(view)
-    if view is None:
-        raise MassegError("--import-masks needs --view NAME", fix="name the imported model's view, e.g. --view cutie")
-    if scale <= 0:
-        raise MassegError(f"the pseudo-logit scale must be positive, got {scale}", fix="pass --mask-logit-scale 1")
-    pairs = parse_config_list(configs) if isinstance(configs, str) else [(float(s), float(b)) for s, b in (configs or [SAM2_DEFAULT])]
-    folders = [config_id(s, b, view) for s, b in pairs]
+    view, pairs, folders = view_folders(view, configs)
+    check_scale(scale)
     out_dir = Path(out_dir)
     dataset = layout.open_dataset(data_root, split_list=split_list)
     names = list(videos) if videos is not None else list(dataset.video_names)
@@ -201,19 +227,19 @@ def import_masks(masks_dir: str | Path, data_root: str | Path, out_dir: str | Pa
     if problems:
         _raise_problems(problems, root)
     todo = [n for n in names if not all(is_complete(out_dir / folder / n) for folder in folders)]
-    _write_record(out_dir, view, root, kind, folders, scale)
+    write_view_record(out_dir, view, {"family": IMPORTED_FAMILY, "imported_from": str(root.resolve()), "layout": kind,
+                                      "pseudo_logit_scale": float(scale), "configs": folders},
+                      ("family", "imported_from", "layout", "pseudo_logit_scale"))
     for name in tqdm(todo, desc=f"import {view}", unit="video", disable=not progress):
-        size = (low_res, low_res) if low_res else stored_low_res(out_dir, name)
-        if size is None:
-            raise MassegError(f"no stored prediction of {name} gives the low resolution to import at", out_dir / name,
-                              "run `masseg-search infer` into --out first, or pass --low-res (SAM2: image size / 4, e.g. 256)")
-        prediction = _imported_video(dataset.video(name), root, kind, size, scale)
-        prediction.view = view
-        for (scale_value, bias), folder in zip(pairs, folders):
-            if not is_complete(out_dir / folder / name):
-                prediction.scale, prediction.bias = scale_value, bias
-                save_video_prediction(out_dir / folder / name, prediction)
+        prediction = _imported_video(dataset.video(name), root, kind, low_res_for(out_dir, name, low_res), scale)
+        save_view(out_dir, prediction, view, pairs)
     return out_dir
+
+
+def check_scale(scale: float) -> None:
+    """The pseudo-logit scale must be positive."""
+    if not scale > 0:
+        raise MassegError(f"the pseudo-logit scale must be positive, got {scale}", fix="pass --mask-logit-scale 1")
 
 
 def _imported_video(video: layout.Video, root: Path, kind: str, size: tuple[int, int], scale: float) -> VideoPrediction:

@@ -8,15 +8,16 @@ made from what it gives, at the store's low resolution:
 1. *fractions*: per object k and low-res cell, the area average (OpenCV ``INTER_AREA``) of its indicator
    ``mask == k`` (hard masks) or of its probability (probability maps); the background's fraction likewise (hard
    masks: ``1 - sum_k f_k``; probability maps: their background channel, else ``1 - sum_k p_k``, at least 0);
-2. *pseudo-logit*: ``scale * (log(max(f_k, eps)) - log(max(f_bg, eps)))`` with ``eps = 0.01``.
+2. *pseudo-logit*: the log-odds of the object against the strongest other label of the cell (the background or
+   another object): ``scale * (log(max(f_k, eps)) - log(max(max_{j != k} f_j, eps)))`` with ``eps = 0.01``.
 
 For one object this is ``scale * logit(f)`` with ``f`` clipped to [eps, 1 - eps]: a cell the object covers fully
-gets ``+4.6 * scale``, an empty one ``-4.6 * scale``, a half-covered one 0 (the mask's edge). Between objects, the
-highest pseudo-logit is the object with the largest fraction, and it is above 0 where that fraction beats the
-background's: the store's merge gives back the tool's own argmax (background included), at low resolution. With
-``scale = 1`` the probability ``sigmoid(pseudo-logit)`` of a lone object is its clipped coverage, so ``mean`` fusion
-averages SAM2's probabilities with the tool's coverage; a smaller scale makes the tool less sure in ``confidence``
-fusion and ``logit-mean``.
+gets ``+4.6 * scale``, an empty one ``-4.6 * scale``, a half-covered one 0 (the mask's edge). With several objects
+only the label with the largest fraction can be above 0: the store's merge (highest above 0 wins) gives back the
+tool's own argmax (background included) at low resolution. With ``scale = 1`` the probability
+``sigmoid(pseudo-logit)`` of a lone object is its clipped coverage, so ``mean`` fusion averages SAM2's
+probabilities with the tool's coverage; a smaller scale makes the tool less sure in ``confidence`` fusion and
+``logit-mean``.
 
 The per-frame ``object_score`` of such a member is the largest pseudo-logit of the object in that frame (above 0
 exactly where the merge can show it); it has no predicted IoU. No torch here.
@@ -39,13 +40,18 @@ def area_fraction(plane: np.ndarray, low_height: int, low_width: int) -> np.ndar
 
 def pseudo_logits(fractions: np.ndarray, background: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
     """(N, h, w) pseudo-logits from the objects' low-res fractions (N, h, w) and the background's (h, w); without a
-    background, ``1 - sum`` of the objects' (at least 0). See the module docstring for the rule."""
+    background, ``1 - sum`` of the objects' (at least 0). See the module docstring for the rule (ties between the
+    two largest fractions give 0, so neither shows: background)."""
     fractions = np.asarray(fractions, np.float32)
     if background is None:
         background = np.maximum(1.0 - fractions.sum(axis=0), 0.0)
-    log_background = np.log(np.maximum(np.asarray(background, np.float32), PSEUDO_LOGIT_EPS))
-    logits = np.log(np.maximum(fractions, PSEUDO_LOGIT_EPS)) - log_background[None]
-    return (logits * np.float32(scale)).astype(np.float32)
+    labels = np.log(np.maximum(np.concatenate([np.asarray(background, np.float32)[None], fractions]), PSEUDO_LOGIT_EPS))
+    order = np.argsort(labels, axis=0, kind="stable")
+    largest = np.take_along_axis(labels, order[-1:], axis=0)[0]
+    second = np.take_along_axis(labels, order[-2:-1], axis=0)[0] if len(labels) > 1 else np.full_like(largest, -np.inf)
+    is_largest = order[-1] == np.arange(len(labels))[:, None, None]  # the strongest other label: the second for the top one
+    strongest_other = np.where(is_largest, second[None], largest[None])[1:]
+    return ((labels[1:] - strongest_other) * np.float32(scale)).astype(np.float32)
 
 
 def mask_pseudo_logits(mask: np.ndarray, object_ids: list[int], low_height: int, low_width: int,
