@@ -25,10 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ensemble",
         help="fuse per-configuration predictions into a checked MOSE submission (or choose the fusion on val)",
-        description="Fuse the stored low-res logits of several (scale, bias) configurations per object (select by "
-        "scene type, mean of probabilities, logit mean, vote), merge objects, upsample once, write a palette PNG per "
-        "frame, check the submission and zip it when the check passes. Resumes per video. With --select-on, score "
-        "each fusion candidate on validation predictions and write the chosen plan instead.",
+        description="Fuse the stored low-res logits of several (scale, bias) configurations and views (other "
+        "checkpoints, the mirrored video, other model families) per object (select by scene type, mean of "
+        "probabilities, logit mean, vote, per-pixel confidence, or one member per video or object chosen without "
+        "labels), merge objects, upsample once, write a palette PNG per frame, check the submission and zip it "
+        "when the check passes. Resumes per video. With --select-on, score each fusion candidate on validation "
+        "predictions and write the chosen plan instead.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -72,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise MassegError("--out is required to write a submission", fix="pass --out results/submissions/<name> (or --select-on SPLIT --out-plan PLAN)")
     from masseg_search.ensemble import load_plan, plan_from_dict, run_ensemble
+    from masseg_search.ensemble.agreement import format_choice_counts
 
     if args.plan:
         plan = load_plan(args.plan)
@@ -89,18 +92,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  see every one: masseg-search submission check {result.out_dir} --images {args.data} --annotations {args.data}")
         return 1
     if result.choices:
-        print(f"members chosen without labels: {_format_counts(result.choice_counts())} (every choice: {result.choices_path})")
+        print(f"members chosen without labels: {format_choice_counts(result.choice_counts())} (every choice: {result.choices_path})")
     print(f"submission check passed{f'; zip: {result.zip_path}' if result.zip_path else ''}")
     return 0
 
 
-def _format_counts(counts: dict[str, dict[str, int]]) -> str:
-    """``videos s20_b-10 12, s20_b-10@cutie 8; objects ...`` from agreement.count_choices's mapping."""
-    return "; ".join(f"{unit} " + ", ".join(f"{member} {count}" for member, count in per_member.items())
-                     for unit, per_member in counts.items() if per_member)
-
 
 def _run_select(args: argparse.Namespace, section, workers: int) -> int:
+    from masseg_search.ensemble.agreement import format_choice_counts
     from masseg_search.ensemble.select import select_fusion
 
     if not args.out_plan:
@@ -119,7 +118,7 @@ def _run_select(args: argparse.Namespace, section, workers: int) -> int:
         mark = "  <- chosen" if candidate["name"] == selection.get("chosen") else ""
         print(f"{candidate['name']:<26} {candidate['jf']:7.4f}{mark}")
         if "member_choices" in candidate:
-            print(f"{'':<28}chosen: {_format_counts(candidate['member_choices'])}")
+            print(f"{'':<28}chosen: {format_choice_counts(candidate['member_choices'])}")
     for note in selection.get("notes", []):
         print(f"note: {note}")
     print(f"plan written: {args.out_plan}")
