@@ -220,7 +220,7 @@ class EnsembleSection(Section):
     trials: int = Field(1, ge=1, description="the demo also infers the next best sweep trials' checkpoints (views "
                         "'trial2', 'trial3', ...; with flip also 'trial2.flip') as ensemble members; 1 = the best only")
     import_base: bool = Field(False, description="the demo also imports the untuned base checkpoint's masks through "
-                              "infer --import-masks as view 'base' (another model, hard masks) and applies the best "
+                              "infer --import-masks as view 'untuned' (another model, hard masks) and applies the best "
                               "per-video / per-object choice rule to test")
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -136,11 +137,13 @@ def resolve_choices(predictions_root: str | Path, video: str, rules: dict[int, F
     return resolved, chosen
 
 
-def count_choices(choices: dict[str, dict[int, str]]) -> dict[str, dict[str, int]]:
+def count_choices(choices: dict[str, dict[int, str]], label: Callable[[str], str] | None = None) -> dict[str, dict[str, int]]:
     """How often each member was chosen: ``{"videos": {member: n}, "objects": {member: n}}`` (a video whose objects
-    took different members counts under ``mixed``)."""
+    took different members counts under ``mixed``); ``label`` names a member otherwise than by its config id."""
     videos: dict[str, int] = {}
     objects: dict[str, int] = {}
+    if label is not None:
+        choices = {video: {i: label(member) for i, member in picks.items()} for video, picks in choices.items()}
     for picks in choices.values():
         members = set(picks.values())
         if members:
@@ -149,3 +152,9 @@ def count_choices(choices: dict[str, dict[int, str]]) -> dict[str, dict[str, int
         for member in picks.values():
             objects[member] = objects.get(member, 0) + 1
     return {"videos": dict(sorted(videos.items())), "objects": dict(sorted(objects.items()))}
+
+
+def format_choice_counts(counts: dict[str, dict[str, int]]) -> str:
+    """``videos: s20_b-10 12, s20_b-10@base 8; objects: ...`` from :func:`count_choices`'s mapping."""
+    return "; ".join(f"{unit}: " + ", ".join(f"{member} {count}" for member, count in per_member.items())
+                     for unit, per_member in counts.items() if per_member)

@@ -22,7 +22,8 @@ under each view; with no view, the top-k base configurations):
 
 - ``per-video-consensus`` / ``per-video-confidence`` / ``per-object-consensus`` / ``per-object-confidence``: each
   validation video (or object) takes one member by a label-free rule (:mod:`masseg_search.ensemble.agreement`);
-  the labels only score the outcome. The record counts how often each member was chosen (``member_choices``);
+  the labels only score the outcome. The record counts how often each member was chosen (``member_choices``: by
+  view, as each fold may take another configuration under a view; by configuration when there is no view);
 - ``pixel-confidence``: per pixel, the member with the largest ``|logit|`` (CGFSeg-style confidence fusion).
 
 Choices inside a candidate (which config is best, which k are top) are made on training folds and scored on the
@@ -164,6 +165,9 @@ def with_views(rule: FusionRule, views: tuple[str, ...]) -> FusionRule:
         return rule
     configs = tuple(rule.configs) + tuple(store.config_id(*store.parse_config_id(c), v) for v in views for c in rule.configs)
     return FusionRule("logit-mean" if rule.method == "logit-mean" else "mean", configs)
+
+
+BASE_VIEW_LABEL = "base view"  # how the choice counts name the base view's member (the others: their view)
 
 
 def family_members(ranked: list[str], views: list[str], stored: list[str], top_k: int) -> tuple[str, ...]:
@@ -358,10 +362,12 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
 
     if choosing:  # label-free choices between members, and CGFSeg's pixel-level confidence fusion over them
         overall_members = family_members(overall_rank, views, complete_any, top_k)
+        # one member per view: counted by view (each fold may take another configuration under it)
+        by_view = (lambda c: store.config_view(c) or BASE_VIEW_LABEL) if views else None
         for method in CHOICE_METHODS:
             held = {v: choices[method][v] for videos_in_fold in fold_map.values() for v in videos_in_fold}
             add(method, None, RuleSpec(method, overall_members), key_for_video=lambda v, m=method: choice_keys[m][v],
-                extra={"member_choices": count_choices(held)})
+                extra={"member_choices": count_choices(held, by_view)})
         add("pixel-confidence", lambda fold: f"confidence:{','.join(fold_members[fold])}", RuleSpec("confidence", overall_members))
 
     winner = max(range(len(candidates)), key=lambda i: (candidates[i]["jf"], -i))

@@ -9,8 +9,10 @@ Stages (each one the same function its own command calls, so the demo is also th
 3. ``tune-mss --study val``: one Optuna study per scene type on the validation split, with the held-out estimate.
 4. ``infer`` on val and test with SAM2's 20/-10, MASSeg's 7.5/-4 and the tuned per-type configurations (one engine
    pass each), also under the ensemble's views (``ensemble.flip``: the mirrored videos; ``ensemble.trials``: the
-   next best sweep trials' checkpoints), ``ensemble --select-on val`` chooses the fusion, ``ensemble`` applies it
-   to test, and ``submission check`` runs on the zip it wrote (a failing check stops the demo with the problems).
+   next best sweep trials' checkpoints; ``ensemble.import_base``: the untuned base's masks imported as another
+   model, :mod:`masseg_search.pipeline.families`), ``ensemble --select-on val`` chooses the fusion, ``ensemble``
+   applies it to test, and ``submission check`` runs on the zip it wrote (a failing check stops the demo with the
+   problems); the best per-video choice rule is applied to test too.
 5. ``evaluate`` every row against the synthetic test ground truth, with a bootstrap interval over videos, and each
    stage's gain over the row it improves on (STAGE_GAINS) with a paired bootstrap interval over videos.
 
@@ -34,6 +36,7 @@ from masseg_search.data.layout import atomic_write_bytes, find_split_list, open_
 from masseg_search.data.scene_types import save_scene_types, scene_type_table
 from masseg_search.data.synth import generate_dataset
 from masseg_search.ensemble import run_ensemble
+from masseg_search.ensemble.agreement import format_choice_counts
 from masseg_search.ensemble.select import select_fusion
 from masseg_search.ensemble.submission import check_submission
 from masseg_search.errors import MassegError
@@ -42,6 +45,7 @@ from masseg_search.finetune.sweep import run_sweep
 from masseg_search.inference.infer import run_inference, write_masks
 from masseg_search.model.build import init_checkpoint
 from masseg_search.mss.holdout import bootstrap_ci
+from masseg_search.pipeline.families import PER_VIDEO_ROW, best_choice_plan, import_base_view
 from masseg_search.mss.tune import tune_mss
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
 from masseg_search.store.mss_results import MssResults
@@ -59,6 +63,8 @@ STAGE_GAINS = (
     ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
     ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
+    (PER_VIDEO_ROW, "fine-tuned, tuned per type", "per-video selection vs tuned per type"),
+    (PER_VIDEO_ROW, "ensemble", "per-video selection vs ensemble"),
 )
 
 
@@ -234,11 +240,20 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     for view, checkpoint, flip in views[1:]:
         run_inference(cfg.model.config, checkpoint, data_root, predictions / "val", view_pairs, split_list=val_list,
                       device=cfg.model.device, progress=progress, view=view, flip=flip)
+    # -- second model family (pipeline/families.py): the untuned base's masks imported as view 'untuned'
+    if cfg.ensemble.import_base and cfg.model.checkpoint:
+        import_base_view(cfg.model.config, cfg.model.checkpoint, data_root, out, {"val": val_list, "test": test_list},
+                         view_pairs, device=cfg.model.device, progress=progress)
     plan_path = out / "plans" / "val.yaml"
     plan = select_fusion(predictions / "val", data_root, plan_path, split_list=val_list, scene_types=scene_csv["val"],
                          best_configs=best_configs_path, folds=MssResults(tuned.out_dir).folds_or_none(), top_k=cfg.ensemble.top_k,
                          progress=progress)
     needed = plan.needed_configs(best)
+    choice = best_choice_plan(plan) if cfg.ensemble.import_base else None  # -- the best per-video choice rule
+    if choice is not None:
+        print(f"{choice[0]['name']} on val (J&F {choice[0]['jf']:.4f}) chose "
+              f"{format_choice_counts(choice[0]['member_choices'])}")
+        needed = None if needed is None else needed | (choice[1].needed_configs() or set())
     for view, checkpoint, flip in views[1:]:
         view_needed = sorted(parse_config_id(c) for c in (needed or []) if config_view(c) == view)
         if view_needed:
@@ -248,6 +263,12 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
                               scene_types=scene_csv["test"], best_configs=best_configs_path, progress=progress)
     check_demo_submission(submission, data_root, test_list)
     print(f"submission: {submission.zip_path} (submission check: valid)")
+    per_video = None
+    if choice is not None:  # -- the choice rule applied to test: members chosen there, without labels
+        per_video = run_ensemble(predictions / "test", choice[1], data_root, out / "submissions" / "per_video",
+                                 split_list=test_list, progress=progress)
+        check_demo_submission(per_video, data_root, test_list)
+        print(f"{choice[0]['name']} on test chose {format_choice_counts(per_video.choice_counts())}")
 
     _step("5/5 evaluate every setting on the test split")
     test_dataset = open_dataset(data_root, split_list=test_list)
@@ -286,6 +307,9 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     chosen = (plan.selection or {}).get("chosen", plan.default.method)
     score("ensemble", f"{chosen}, chosen on val ({plan_path.relative_to(out)})", submission.out_dir,
           evaluations / "ensemble")
+    if per_video is not None and choice is not None:
+        score(PER_VIDEO_ROW, f"{choice[0]['name']} over {', '.join(choice[1].default.configs)}", per_video.out_dir,
+              evaluations / "per_video")
     table = pd.DataFrame([row.__dict__ for row in rows])
     gains = paired_gains(objects, samples, seed)
     atomic_write_bytes(out / TABLE_FILE, table.to_csv(index=False).encode())
