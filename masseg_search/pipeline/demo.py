@@ -36,7 +36,7 @@ from masseg_search.data.layout import atomic_write_bytes, find_split_list, open_
 from masseg_search.data.scene_types import save_scene_types, scene_type_table
 from masseg_search.data.synth import generate_dataset
 from masseg_search.ensemble import run_ensemble
-from masseg_search.ensemble.agreement import format_choice_counts
+from masseg_search.ensemble.agreement import count_choices, format_choice_counts
 from masseg_search.ensemble.select import select_fusion
 from masseg_search.ensemble.submission import check_submission
 from masseg_search.errors import MassegError
@@ -45,7 +45,7 @@ from masseg_search.finetune.sweep import run_sweep
 from masseg_search.inference.infer import run_inference, write_masks
 from masseg_search.model.build import init_checkpoint
 from masseg_search.mss.holdout import bootstrap_ci
-from masseg_search.pipeline.families import PER_VIDEO_ROW, best_choice_plan, import_base_view
+from masseg_search.pipeline.families import PER_VIDEO_ROW, best_choice_plan, import_base_view, member_view
 from masseg_search.mss.tune import tune_mss
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
 from masseg_search.store.mss_results import MssResults
@@ -63,8 +63,8 @@ STAGE_GAINS = (
     ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
     ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
-    (PER_VIDEO_ROW, "fine-tuned, tuned per type", "per-video selection vs tuned per type"),
-    (PER_VIDEO_ROW, "ensemble", "per-video selection vs ensemble"),
+    (PER_VIDEO_ROW, "fine-tuned, tuned per type", "per-video vs tuned per type"),
+    (PER_VIDEO_ROW, "ensemble", "per-video vs ensemble"),
 )
 
 
@@ -268,7 +268,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
         per_video = run_ensemble(predictions / "test", choice[1], data_root, out / "submissions" / "per_video",
                                  split_list=test_list, progress=progress)
         check_demo_submission(per_video, data_root, test_list)
-        print(f"{choice[0]['name']} on test chose {format_choice_counts(per_video.choice_counts())}")
+        print(f"{choice[0]['name']} on test chose {format_choice_counts(count_choices(per_video.choices, member_view))}")
 
     _step("5/5 evaluate every setting on the test split")
     test_dataset = open_dataset(data_root, split_list=test_list)

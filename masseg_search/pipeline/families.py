@@ -15,10 +15,11 @@ from typing import Any
 
 from masseg_search.data.layout import open_dataset
 from masseg_search.ensemble.plan import CHOICE_METHODS, FusionPlan, plan_from_dict
+from masseg_search.ensemble.select import BASE_VIEW_LABEL
 from masseg_search.inference.import_masks import import_masks, stored_low_res
 from masseg_search.inference.infer import run_inference, write_masks
 from masseg_search.store.best_configs import SAM2_DEFAULT
-from masseg_search.store.predictions import config_id
+from masseg_search.store.predictions import config_id, config_view
 
 BASE_VIEW = "untuned"  # the imported view of the untuned base checkpoint
 PER_VIDEO_ROW = "per-video selection"
@@ -49,3 +50,9 @@ def best_choice_plan(plan: FusionPlan) -> tuple[dict[str, Any], FusionPlan] | No
         return None
     best = max(candidates, key=lambda c: c["jf"])  # ties: the first listed (per-video before per-object)
     return best, plan_from_dict(best["rule"], f"--select-on candidate {best['name']}")
+
+
+def member_view(member: str) -> str:
+    """A member named by its view (``base view`` for the fine-tuned model's own configurations), as --select-on
+    counts them."""
+    return config_view(member) or BASE_VIEW_LABEL
