@@ -56,7 +56,7 @@ import cv2
 import numpy as np
 
 from masseg_search.errors import MassegError
-from masseg_search.evaluation import compiled, packed
+from masseg_search.evaluation.kernels import compiled, packed
 
 BOUNDARY_THRESHOLD = 0.008
 VOID_ID = 255

@@ -31,9 +31,9 @@ from masseg_search.evaluation.davis import (
     score_video,
     seg2bmap,
 )
-from masseg_search.evaluation import compiled
-from masseg_search.evaluation import packed as packed_kernel
-from masseg_search.evaluation.packed import dilate_packed, object_counts
+from masseg_search.evaluation.kernels import compiled
+from masseg_search.evaluation.kernels import packed as packed_kernel
+from masseg_search.evaluation.kernels.packed import dilate_packed, object_counts
 
 # the fast path's kernels: the compiled one where it is built (test_compiled_kernel.py fails when it is not)
 KERNEL_MATCHERS = ["bits"] + (["compiled"] if compiled.kernel is not None else [])

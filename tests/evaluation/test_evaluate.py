@@ -105,7 +105,7 @@ def test_plain_method_gives_identical_tables(gt_and_pred) -> None:
 
 def test_compiled_and_python_kernels_give_identical_tables(gt_and_pred, monkeypatch: pytest.MonkeyPatch) -> None:
     """The evaluator's tables do not depend on which kernel the fast path runs, with one process or two."""
-    from masseg_search.evaluation import compiled
+    from masseg_search.evaluation.kernels import compiled
 
     gt_root, pred_root, _ = gt_and_pred
     default = evaluate_predictions(gt_root, pred_root, progress=False)

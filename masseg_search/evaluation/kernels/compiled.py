@@ -2,7 +2,7 @@
 
 :data:`kernel` is that extension module when it imports, its ``VERSION`` equals :data:`KERNEL_VERSION` and (where
 the C source sits next to it, as in this repository's editable install) it was built from that very source; else
-None, and the DAVIS fast path runs the pure-Python packed-bit kernel (:mod:`masseg_search.evaluation.packed`),
+None, and the DAVIS fast path runs the pure-Python packed-bit kernel (:mod:`masseg_search.evaluation.kernels.packed`),
 which gives the same counts, slower. A missing build (no C compiler at install time) is logged once at debug
 level; a stale one warns once with the fix. ``MASSEG_JF_KERNEL=python`` in the environment selects the Python
 kernel (benchmarks, debugging).
@@ -41,7 +41,7 @@ def load_kernel() -> ModuleType | None:
         _log.debug("%s=python: the J&F evaluator uses its pure-Python packed-bit kernel", ENVIRONMENT_SWITCH)
         return None
     try:
-        from masseg_search.evaluation import _jf_kernel
+        from masseg_search.evaluation.kernels import _jf_kernel
     except ImportError as error:
         _log.debug("compiled J&F kernel not available (%s): using the pure-Python packed-bit kernel (same results, slower)", error)
         return None
