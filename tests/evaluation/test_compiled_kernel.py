@@ -18,7 +18,7 @@ from hypothesis.extra.numpy import arrays
 import masseg_search.evaluation.kernels as evaluation_package
 from masseg_search.errors import MassegError
 from masseg_search.evaluation.kernels import compiled
-from masseg_search.evaluation.davis import (
+from masseg_search.evaluation.metric import (
     FrameScorer,
     _disk_rectangles,
     boundary_radius,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.davis import (
+from masseg_search.evaluation.metric import (
     FrameScorer,
     Workspace,
     _bit_program,

@@ -13,14 +13,14 @@ from PIL import Image
 from masseg_search.cli import main
 from masseg_search.data.layout import list_files, open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.davis import score_video
-from masseg_search.evaluation.evaluate import (
+from masseg_search.evaluation.metric import score_video
+from masseg_search.evaluation.dataset import (
     DAVIS_GLOBAL_COLUMNS,
     DAVIS_OBJECT_COLUMNS,
     evaluate_predictions,
     jf_by_object,
 )
-from masseg_search.evaluation.mosev2 import GLOBAL_COLUMNS as MOSEV2_GLOBAL_COLUMNS
+from masseg_search.evaluation.protocols.mosev2 import GLOBAL_COLUMNS as MOSEV2_GLOBAL_COLUMNS
 
 FRAMES, HEIGHT, WIDTH = 6, 24, 32
 

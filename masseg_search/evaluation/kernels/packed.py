@@ -50,7 +50,7 @@ def doubling_shifts(start: int, target: int) -> tuple[int, ...]:
 
 def bit_program(half_widths: Sequence[int], half_heights: Sequence[int]) -> BitProgram:
     """The dilation program of the disk that is the union of the centred rectangles ``(2w+1) x (2h+1)`` given widest
-    (shortest) first, as :func:`masseg_search.evaluation.davis._footprint_plan` lists them."""
+    (shortest) first, as :func:`masseg_search.evaluation.metric._footprint_plan` lists them."""
     widths = [int(w) for w in half_widths][::-1]  # narrowest (tallest) first
     heights = [int(h) for h in half_heights][::-1]
     horizontal, run = [], 1

@@ -759,7 +759,7 @@ def score_video(
     names = [f"{index:05d}" for index in range(len(gt_frames))] if frame_names is None else list(frame_names)
     height, width = gt_frames[0].shape
     if protocol == "mosev2":
-        from masseg_search.evaluation.mosev2 import MoseV2FrameScorer
+        from masseg_search.evaluation.protocols.mosev2 import MoseV2FrameScorer
 
         scorer = MoseV2FrameScorer(height, width, object_ids, method)
     elif protocol == "davis":

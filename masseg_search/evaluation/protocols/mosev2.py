@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from masseg_search.evaluation.davis import (
+from masseg_search.evaluation.metric import (
     BOUNDARY_THRESHOLD,
     VideoScores,
     Workspace,

@@ -20,8 +20,8 @@ import pandas as pd
 
 from masseg_search.data import layout
 from masseg_search.errors import MassegError
-from masseg_search.evaluation import mosev2
-from masseg_search.evaluation.davis import (
+from masseg_search.evaluation.protocols import mosev2
+from masseg_search.evaluation.metric import (
     FrameScorer,
     VideoScores,
     check_prediction_ids,
