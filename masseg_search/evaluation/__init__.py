@@ -11,7 +11,10 @@ from masseg_search.evaluation.dataset import (
     jf_by_object,
     open_ground_truth,
 )
-from masseg_search.evaluation.metric import FrameScorer, VideoScores, first_frame_object_ids, score_video
+from masseg_search.evaluation.metric import first_frame_object_ids
+from masseg_search.evaluation.protocols.davis import FrameScorer
+from masseg_search.evaluation.scores import VideoScores
+from masseg_search.evaluation.video import score_video
 
 __all__ = [
     "PROTOCOLS",

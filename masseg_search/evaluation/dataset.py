@@ -20,15 +20,11 @@ import pandas as pd
 
 from masseg_search.data import layout
 from masseg_search.errors import MassegError
+from masseg_search.evaluation.metric import check_prediction_ids, davis_statistics, first_frame_object_ids
 from masseg_search.evaluation.protocols import mosev2
-from masseg_search.evaluation.metric import (
-    FrameScorer,
-    VideoScores,
-    check_prediction_ids,
-    davis_statistics,
-    first_frame_object_ids,
-    single_threaded_opencv,
-)
+from masseg_search.evaluation.protocols.davis import FrameScorer
+from masseg_search.evaluation.scores import VideoScores
+from masseg_search.evaluation.video import single_threaded_opencv
 
 PROTOCOLS = ("davis", "mosev2")
 DAVIS_GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]

@@ -45,12 +45,11 @@ plain path's bit for bit (property-tested) and the official code's (checked on s
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -649,131 +648,3 @@ def davis_statistics(values: np.ndarray) -> tuple[float, float, float]:
     last_bin = values[edges[3] : edges[4] + 1]
     decay = float(np.nanmean(first_bin) - np.nanmean(last_bin))
     return mean, recall, decay
-
-
-@dataclass
-class VideoScores:
-    """Per-object, per-frame scores of one video (rows follow ``object_ids``, columns ``frame_names``).
-
-    ``j``/``f`` are the DAVIS values, except under ``protocol="mosev2"`` where ``j`` is the smoothed
-    ``(I+1)/(U+1)`` and ``f`` the boundary F at the image-diagonal radius; MOSEv2 adds ``f_dot`` (size-adaptive
-    radius) and ``gt_empty``.
-    """
-
-    video: str
-    object_ids: list[int]
-    frame_names: list[str]
-    j: np.ndarray
-    f: np.ndarray
-    protocol: str = "davis"
-    f_dot: np.ndarray | None = None
-    gt_empty: np.ndarray | None = None
-
-    def object_j_and_f_means(self) -> dict[int, float]:
-        """object id -> (J-Mean + F-Mean) / 2 over the scored frames (J&Ḟ under MOSEv2), as ``jf_by_object``."""
-        boundary = self.f_dot if self.protocol == "mosev2" else self.f
-        return {oid: (float(np.nanmean(self.j[row])) + float(np.nanmean(boundary[row]))) / 2 for row, oid in enumerate(self.object_ids)}
-
-
-@contextlib.contextmanager
-def single_threaded_opencv() -> Iterator[None]:
-    """Run OpenCV single-threaded inside the block: its threads only add overhead on per-object crops, and
-    parallelism comes from the process pool over videos."""
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
-
-
-class FrameScorer:
-    """Scores frame pairs one at a time for a fixed frame size and object list (fast path or plain)."""
-
-    def __init__(self, height: int, width: int, object_ids: Sequence[int], method: str = "fast"):
-        if method not in ("fast", "plain"):
-            raise ValueError(f"method must be 'fast' or 'plain', not {method!r}")
-        self.height, self.width = height, width
-        self.object_ids = list(object_ids)
-        self.method = method
-        self.radius = boundary_radius(height, width)
-        self.workspace = Workspace()
-        self.j_rows: list[list[float]] = []
-        self.f_rows: list[list[float]] = []
-
-    def add(self, gt: np.ndarray, pred: np.ndarray, check_ids: bool = False, where: str | Path | None = None) -> None:
-        """Score one frame (gt: ground-truth ids, void allowed; pred: predicted ids), appending its values.
-
-        ``check_ids``: first raise as :func:`check_prediction_ids` does (naming ``where``) when ``pred`` holds an id
-        that is not an object (the fast path finds that while it scores).
-        """
-        # Void (255) and ids outside the object list need no special case: ``gt == object_id`` never matches them.
-        if self.method == "fast":
-            j_values, f_values = score_frame_fast(
-                gt, pred, self.object_ids, self.radius, workspace=self.workspace, check_ids=check_ids, where=where
-            )
-        else:
-            if check_ids:
-                check_prediction_ids(pred, self.object_ids, where)
-            j_values, f_values = score_frame_plain(gt, pred, self.object_ids, self.radius)
-        self.j_rows.append(j_values)
-        self.f_rows.append(f_values)
-
-    def result(self, video: str, frame_names: list[str]) -> VideoScores:
-        """The scores so far as a :class:`VideoScores`."""
-        shape = (len(self.object_ids), len(self.j_rows))
-        j = np.array(self.j_rows, dtype=np.float64).T.reshape(shape)
-        f = np.array(self.f_rows, dtype=np.float64).T.reshape(shape)
-        return VideoScores(video, self.object_ids, list(frame_names), j, f)
-
-
-def _as_frames(masks: np.ndarray | Iterable[np.ndarray], name: str) -> list[np.ndarray]:
-    frames = [np.asarray(m) for m in masks]
-    for frame in frames:
-        if frame.ndim != 2 or frame.dtype != np.uint8:
-            raise MassegError(f"{name} must be (T, H, W) uint8 id masks, got a frame {frame.shape} {frame.dtype}")
-    return frames
-
-
-def score_video(
-    gt_masks: np.ndarray | Sequence[np.ndarray],
-    pred_masks: np.ndarray | Sequence[np.ndarray],
-    object_ids: Sequence[int] | None = None,
-    frame_names: Sequence[str] | None = None,
-    video: str = "video",
-    method: str = "fast",
-    protocol: str = "davis",
-) -> VideoScores:
-    """Score one video in memory under the DAVIS rules (or ``protocol="mosev2"``).
-
-    ``gt_masks`` and ``pred_masks`` hold every frame of the video, first and last included ((T, H, W) uint8 id
-    masks, or lists of (H, W) ones); frames 1..T-2 are scored. ``object_ids`` defaults to the ids of the first
-    ground-truth frame; a predicted id outside them is an error. ``method="plain"`` uses the full-frame reference.
-    """
-    gt_frames, pred_frames = _as_frames(gt_masks, "gt_masks"), _as_frames(pred_masks, "pred_masks")
-    if len(gt_frames) != len(pred_frames):
-        raise MassegError(f"{len(gt_frames)} ground-truth frames but {len(pred_frames)} predicted frames for {video!r}")
-    if len(gt_frames) < 3:
-        raise MassegError(f"video {video!r} has {len(gt_frames)} frames: the first and last are not scored, so nothing is left")
-    object_ids = first_frame_object_ids(gt_frames[0]) if object_ids is None else [int(i) for i in object_ids]
-    names = [f"{index:05d}" for index in range(len(gt_frames))] if frame_names is None else list(frame_names)
-    height, width = gt_frames[0].shape
-    if protocol == "mosev2":
-        from masseg_search.evaluation.protocols.mosev2 import MoseV2FrameScorer
-
-        scorer = MoseV2FrameScorer(height, width, object_ids, method)
-    elif protocol == "davis":
-        scorer = FrameScorer(height, width, object_ids, method)
-    else:
-        raise MassegError(f"unknown protocol {protocol!r}", fix="use 'davis' or 'mosev2'")
-    with single_threaded_opencv():
-        for index in range(1, len(gt_frames) - 1):
-            gt, pred = gt_frames[index], pred_frames[index]
-            if gt.shape != (height, width) or pred.shape != (height, width):
-                raise MassegError(f"frame {names[index]} of {video!r}: ground truth {gt.shape}, prediction {pred.shape}, first frame {(height, width)}")
-            if protocol == "davis":
-                scorer.add(gt, pred, check_ids=True, where=f"{video}/{names[index]}")
-            else:
-                check_prediction_ids(pred, object_ids, f"{video}/{names[index]}")
-                scorer.add(gt, pred)
-    return scorer.result(video, names[1:-1])

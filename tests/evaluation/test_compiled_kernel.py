@@ -18,13 +18,12 @@ from hypothesis.extra.numpy import arrays
 import masseg_search.evaluation.kernels as evaluation_package
 from masseg_search.errors import MassegError
 from masseg_search.evaluation.kernels import compiled
+from masseg_search.evaluation import FrameScorer, score_video
 from masseg_search.evaluation.metric import (
-    FrameScorer,
     _disk_rectangles,
     boundary_radius,
     score_frame_fast,
     score_frame_plain,
-    score_video,
 )
 from tests.evaluation.test_davis_metric import brute_force_counts, scattered_frame
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from masseg_search.errors import MassegError
+from masseg_search.evaluation import FrameScorer, first_frame_object_ids, score_video
 from masseg_search.evaluation.metric import (
-    FrameScorer,
     Workspace,
     _bit_program,
     _footprint_plan,
@@ -23,12 +23,10 @@ from masseg_search.evaluation.metric import (
     boundary_radius,
     davis_statistics,
     disk_footprint,
-    first_frame_object_ids,
     nonzero_ids,
     object_boxes_tight,
     score_frame_fast,
     score_frame_plain,
-    score_video,
     seg2bmap,
 )
 from masseg_search.evaluation.kernels import compiled

@@ -13,7 +13,7 @@ from PIL import Image
 from masseg_search.cli import main
 from masseg_search.data.layout import list_files, open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.metric import score_video
+from masseg_search.evaluation import score_video
 from masseg_search.evaluation.dataset import (
     DAVIS_GLOBAL_COLUMNS,
     DAVIS_OBJECT_COLUMNS,

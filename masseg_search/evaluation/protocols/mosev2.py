@@ -26,13 +26,13 @@ import pandas as pd
 
 from masseg_search.evaluation.metric import (
     BOUNDARY_THRESHOLD,
-    VideoScores,
     Workspace,
     boundary_f,
     boundary_f_plain,
     object_frames,
     object_frames_plain,
 )
+from masseg_search.evaluation.scores import VideoScores
 
 ADAPTIVE_THRESHOLD = 0.1
 OBJECT_COLUMNS = [

@@ -1,0 +1,50 @@
+"""The DAVIS semi-supervised protocol: J and F per object and frame by the rules in :mod:`..metric`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from masseg_search.evaluation.metric import Workspace, boundary_radius, check_prediction_ids, score_frame_fast, score_frame_plain
+from masseg_search.evaluation.scores import VideoScores
+
+
+class FrameScorer:
+    """Scores frame pairs one at a time for a fixed frame size and object list (fast path or plain)."""
+
+    def __init__(self, height: int, width: int, object_ids: Sequence[int], method: str = "fast"):
+        if method not in ("fast", "plain"):
+            raise ValueError(f"method must be 'fast' or 'plain', not {method!r}")
+        self.height, self.width = height, width
+        self.object_ids = list(object_ids)
+        self.method = method
+        self.radius = boundary_radius(height, width)
+        self.workspace = Workspace()
+        self.j_rows: list[list[float]] = []
+        self.f_rows: list[list[float]] = []
+
+    def add(self, gt: np.ndarray, pred: np.ndarray, check_ids: bool = False, where: str | Path | None = None) -> None:
+        """Score one frame (gt: ground-truth ids, void allowed; pred: predicted ids), appending its values.
+
+        ``check_ids``: first raise as :func:`check_prediction_ids` does (naming ``where``) when ``pred`` holds an id
+        that is not an object (the fast path finds that while it scores).
+        """
+        # Void (255) and ids outside the object list need no special case: ``gt == object_id`` never matches them.
+        if self.method == "fast":
+            j_values, f_values = score_frame_fast(
+                gt, pred, self.object_ids, self.radius, workspace=self.workspace, check_ids=check_ids, where=where
+            )
+        else:
+            if check_ids:
+                check_prediction_ids(pred, self.object_ids, where)
+            j_values, f_values = score_frame_plain(gt, pred, self.object_ids, self.radius)
+        self.j_rows.append(j_values)
+        self.f_rows.append(f_values)
+
+    def result(self, video: str, frame_names: list[str]) -> VideoScores:
+        """The scores so far as a :class:`VideoScores`."""
+        shape = (len(self.object_ids), len(self.j_rows))
+        j = np.array(self.j_rows, dtype=np.float64).T.reshape(shape)
+        f = np.array(self.f_rows, dtype=np.float64).T.reshape(shape)
+        return VideoScores(video, self.object_ids, list(frame_names), j, f)
