@@ -17,14 +17,10 @@ from hypothesis.extra.numpy import arrays
 
 import masseg_search.evaluation.kernels as evaluation_package
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.kernels import compiled
 from masseg_search.evaluation import FrameScorer, score_video
-from masseg_search.evaluation.metric import (
-    _disk_rectangles,
-    boundary_radius,
-    score_frame_fast,
-    score_frame_plain,
-)
+from masseg_search.evaluation.kernels import compiled, score_frame_fast
+from masseg_search.evaluation.kernels.disk import disk_rectangles as _disk_rectangles
+from masseg_search.evaluation.metric import boundary_radius, score_frame_plain
 from tests.evaluation.test_davis_metric import brute_force_counts, scattered_frame
 
 needs_kernel = pytest.mark.skipif(compiled.kernel is None, reason="compiled kernel not built (test_compiled_kernel_is_built says why)")

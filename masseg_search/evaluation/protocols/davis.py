@@ -6,7 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from masseg_search.evaluation.metric import Workspace, boundary_radius, check_prediction_ids, score_frame_fast, score_frame_plain
+from masseg_search.evaluation.kernels import Workspace, score_frame_fast
+from masseg_search.evaluation.metric import boundary_radius, check_prediction_ids, score_frame_plain
 from masseg_search.evaluation.scores import VideoScores
 
 

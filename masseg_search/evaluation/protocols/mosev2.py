@@ -24,14 +24,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from masseg_search.evaluation.metric import (
-    BOUNDARY_THRESHOLD,
-    Workspace,
-    boundary_f,
-    boundary_f_plain,
-    object_frames,
-    object_frames_plain,
-)
+from masseg_search.evaluation.kernels import Workspace
+from masseg_search.evaluation.kernels.crop import boundary_f, object_frames
+from masseg_search.evaluation.metric import BOUNDARY_THRESHOLD, boundary_f_plain, object_frames_plain
 from masseg_search.evaluation.scores import VideoScores
 
 ADAPTIVE_THRESHOLD = 0.1
