@@ -8,9 +8,8 @@ import cv2
 import numpy as np
 
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.metric import check_prediction_ids, first_frame_object_ids
-from masseg_search.evaluation.protocols.davis import FrameScorer
-from masseg_search.evaluation.protocols.mosev2 import MoseV2FrameScorer
+from masseg_search.evaluation.metric import first_frame_object_ids
+from masseg_search.evaluation.protocols import get_protocol
 from masseg_search.evaluation.scores import VideoScores
 
 
@@ -57,20 +56,11 @@ def score_video(
     object_ids = first_frame_object_ids(gt_frames[0]) if object_ids is None else [int(i) for i in object_ids]
     names = [f"{index:05d}" for index in range(len(gt_frames))] if frame_names is None else list(frame_names)
     height, width = gt_frames[0].shape
-    if protocol == "mosev2":
-        scorer = MoseV2FrameScorer(height, width, object_ids, method)
-    elif protocol == "davis":
-        scorer = FrameScorer(height, width, object_ids, method)
-    else:
-        raise MassegError(f"unknown protocol {protocol!r}", fix="use 'davis' or 'mosev2'")
+    scorer = get_protocol(protocol).frame_scorer(height, width, object_ids, method)
     with single_threaded_opencv():
         for index in range(1, len(gt_frames) - 1):
             gt, pred = gt_frames[index], pred_frames[index]
             if gt.shape != (height, width) or pred.shape != (height, width):
                 raise MassegError(f"frame {names[index]} of {video!r}: ground truth {gt.shape}, prediction {pred.shape}, first frame {(height, width)}")
-            if protocol == "davis":
-                scorer.add(gt, pred, check_ids=True, where=f"{video}/{names[index]}")
-            else:
-                check_prediction_ids(pred, object_ids, f"{video}/{names[index]}")
-                scorer.add(gt, pred)
+            scorer.add(gt, pred, check_ids=True, where=f"{video}/{names[index]}")
     return scorer.result(video, names[1:-1])

@@ -13,13 +13,9 @@ from PIL import Image
 from masseg_search.cli import main
 from masseg_search.data.layout import list_files, open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.evaluation import score_video
-from masseg_search.evaluation.dataset import (
-    DAVIS_GLOBAL_COLUMNS,
-    DAVIS_OBJECT_COLUMNS,
-    evaluate_predictions,
-    jf_by_object,
-)
+from masseg_search.evaluation import evaluate_predictions, jf_by_object, score_video
+from masseg_search.evaluation.protocols.davis import GLOBAL_COLUMNS as DAVIS_GLOBAL_COLUMNS
+from masseg_search.evaluation.protocols.davis import OBJECT_COLUMNS as DAVIS_OBJECT_COLUMNS
 from masseg_search.evaluation.protocols.mosev2 import GLOBAL_COLUMNS as MOSEV2_GLOBAL_COLUMNS
 
 FRAMES, HEIGHT, WIDTH = 6, 24, 32
