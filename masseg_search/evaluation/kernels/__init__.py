@@ -1,11 +1,11 @@
-"""The fast J&F path: the same values as the plain full-frame definition (:func:`..metric.score_frame_plain`), bit
-for bit, from per-object crops.
+"""The fast J&F path: the plain full-frame definition's values (``metric.score_frame_plain``), bit for bit, from
+per-object crops.
 
 Per object the work is done on the bounding box of G | P grown by one pixel, which holds every boundary pixel of
 both masks; dilation ignores pixels outside the image, so dilating only that crop changes no value that is read.
-Three kernels compute the counts: :mod:`.compiled` (C, a whole frame per call), :mod:`.packed` (Python ints of
-packed bits, where the C kernel is not built) and :mod:`.crop` (``uint8`` crops: MOSEv2's off-centre disks).
-How they work and what they cost: ``benchmarks/README.md``, section "Evaluator".
+Three kernels compute the counts: ``compiled`` (C, a whole frame per call), ``packed`` (Python ints of packed
+bits, where the C kernel is not built) and ``crop`` (``uint8`` crops: MOSEv2's off-centre disks). How they work
+and what they cost: ``benchmarks/README.md``, section "Evaluator".
 """
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ def score_frame_fast(
 
     ``matcher``: ``"compiled"`` (the C kernel: one call for the whole frame), ``"bits"`` (the packed-bit kernel),
     both for symmetric disks only (every integer radius), ``"dilate"`` or ``"integral"`` (``uint8`` crops, see
-    :func:`.crop.boundary_f`), or ``"auto"`` (``compiled`` where it is built and applies, else ``bits`` where it
-    applies, else the crops' choice). All are exact. ``check_ids``: first raise as
-    :func:`..metric.check_prediction_ids` does (naming ``where``) when ``pred`` holds an id that is not an object;
-    the ``compiled`` and ``bits`` kernels see that in their box pass, at no extra pass over the frame.
+    ``crop.boundary_f``), or ``"auto"`` (``compiled`` where it is built and applies, else ``bits`` where it
+    applies, else the crops' choice). All are exact. ``check_ids``: first raise as ``metric.check_prediction_ids``
+    does (naming ``where``) when ``pred`` holds an id that is not an object; the ``compiled`` and ``bits`` kernels
+    see that in their box pass, at no extra pass over the frame.
     """
     if matcher in ("auto", "compiled", "bits"):
         rectangles = disk_rectangles(float(radius))

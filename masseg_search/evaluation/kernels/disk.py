@@ -24,7 +24,7 @@ class FootprintPlan:
 
 @functools.lru_cache(maxsize=64)
 def footprint_plan(radius: float) -> FootprintPlan:
-    """The disk of ``radius`` (:func:`..metric.disk_footprint`) and, where it is one, its rectangle union."""
+    """The disk of ``radius`` (``metric.disk_footprint``) and, where it is one, its union of centred rectangles."""
     footprint = disk_footprint(radius)
     mask = footprint.astype(bool)
     size = mask.shape[0]
