@@ -1,4 +1,4 @@
-"""The pure-Python packed-bit kernel of the DAVIS fast path: one object's J and F counts from Python ints of bits.
+"""The pure-Python packed-bit kernel of the DAVIS fast path: J and F counts, object by object, from ints of bits.
 
 The compiled kernel (``_jf_kernel.c``) computes the same six counts for a whole frame in one call and is used
 where it is built; this module is the fallback (no C compiler at install time, a stale build, or
