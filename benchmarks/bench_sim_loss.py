@@ -1,20 +1,17 @@
 """Does the Sim term change validation J&F? The demo's fine-tuning run with Sim on against Sim off, same seeds.
 
     .venv/bin/python benchmarks/bench_sim_loss.py [--config configs/demo.yaml] [--seeds 0 1 2]
-        [--arms query_memory off] [--out results/bench/sim_loss] [--samples 10000]
+        [--out results/bench/sim_loss] [--samples 10000]
 
-Each arm is the config's ``train`` section (what every `train-sweep` trial starts from) with one change:
-
-- ``query_memory``: ``loss.sim`` at the config's value, ``loss.sim_variant: query_memory`` (the report's Sim);
-- ``memory_memory``: the config's ``loss.sim``, ``loss.sim_variant: memory_memory`` (the earlier form);
-- ``off``: ``loss.sim: 0``.
+Two arms, each the config's ``train`` section (what every `train-sweep` trial starts from): ``sim`` as it is
+(``loss.sim`` at the config's value), ``off`` with ``loss.sim: 0``.
 
 Every (arm, seed) run is ``train_run`` (one torch thread, CPU) into ``<out>/<arm>/seed<k>``; a finished run is
 reused and a killed one resumed, so the script can be rerun. The last checkpoint of each run is then scored on the
 whole validation split (``data.val_split``; the runs validate on its first ``val_videos`` each epoch): mean J and F
 per first-frame object. An object's J&F is averaged over seeds per arm; the difference arm - off per object is
 resampled by video (``mss.holdout.bootstrap_ci``: a paired bootstrap over validation videos) for a 95% interval of
-the mean difference. Per-seed means are printed too (seed-to-seed spread is the other half of the noise).
+the mean difference sim - off. Per-seed means are printed too (seed-to-seed spread is the other half of the noise).
 
 Writes ``<out>/objects.csv`` (arm, seed, video, object, j, f, jf) and ``<out>/summary.json``.
 """
@@ -34,11 +31,7 @@ from masseg_search.data.synth import ensure_training_data
 from masseg_search.mss.holdout import bootstrap_ci
 
 BASELINE = "off"
-ARM_OVERRIDES: dict[str, dict[str, Any]] = {
-    "query_memory": {"train.loss.sim_variant": "query_memory"},
-    "memory_memory": {"train.loss.sim_variant": "memory_memory"},
-    BASELINE: {"train.loss.sim": 0.0},
-}
+ARM_OVERRIDES: dict[str, dict[str, Any]] = {"sim": {}, BASELINE: {"train.loss.sim": 0.0}}
 
 
 def arm_config(config_path: str, arm: str, seed: int) -> ProjectConfig:
@@ -101,12 +94,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", default=["query_memory", BASELINE], choices=sorted(ARM_OVERRIDES))
     parser.add_argument("--out", default="results/bench/sim_loss")
     parser.add_argument("--samples", type=int, default=10000, help="bootstrap resamples")
     args = parser.parse_args()
-    if BASELINE not in args.arms:
-        parser.error(f"--arms must include {BASELINE!r} (the differences are taken against it)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import torch
@@ -115,14 +105,14 @@ def main() -> None:
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
-        for arm in args.arms:
+        for arm in ARM_OVERRIDES:
             config = arm_config(args.config, arm, seed)
             ensure_training_data(config)
             checkpoint = run_arm(config, out / arm / f"seed{seed}")
             rows += [{"arm": arm, "seed": seed, **row} for row in score_checkpoint(config, checkpoint)]
     objects = pd.DataFrame(rows)
     atomic_write_bytes(out / "objects.csv", objects.to_csv(index=False).encode())
-    summary = {"config": args.config, "arms": {arm: ARM_OVERRIDES[arm] for arm in args.arms},
+    summary = {"config": args.config, "arms": ARM_OVERRIDES,
                **summarize(objects, args.samples, seed=0)}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     print(json.dumps(summary, indent=2))

@@ -94,10 +94,6 @@ class LossWeights(Section):
     iou: float = Field(1.0, ge=0)
     class_: float = Field(1.0, ge=0, alias="class")
     ce_kind: Literal["focal", "ce"] = "focal"
-    sim_variant: Literal["query_memory", "memory_memory"] = Field(
-        "query_memory", description="query_memory: features after memory attention at t vs the object's frame-0 "
-        "memory, negatives the other objects of its clip (the report); memory_memory: memory at t vs memory at 0, "
-        "negatives the whole batch (finetune/loss.py)")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -375,8 +375,7 @@ def train_run(
     transforms = build_train_transforms(train.augment, int(model.image_size))
     dataset = build_clip_dataset(split, train.num_frames, train.max_objects, transforms)
     optimizer = build_optimizer(model, train)
-    loss_fn = WeightedVOSLoss(train.loss, pred_obj_scores=bool(model.pred_obj_scores),
-                              cross_attention=memory_cross_attention(model))
+    loss_fn = WeightedVOSLoss(train.loss, memory_cross_attention(model), pred_obj_scores=bool(model.pred_obj_scores))
     validator = Validator(config, device) if is_main else None
 
     start_epoch, steps, best_jf, history = 0, 0, float("-inf"), []

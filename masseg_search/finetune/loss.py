@@ -7,7 +7,7 @@ Sim is ours: the report's "similarity between memory and query features". SAM2 t
 current frame's features (the query) attend to the object's memory; Sim asks that, after memory attention, the
 features inside the object look like the object's own memory more than like the memory of the other objects of
 its clip (MOSE's crowds of look-alikes are where tracking swaps identities). For every frame t >= 1 and every
-object o present at t and at the conditioning frame 0 (``sim_variant: query_memory``, the default):
+object o present at t and at the conditioning frame 0:
 
 * memory ``m_o``: the memory encoder's output for o at frame 0 (``maskmem_features``, what later frames attend
   to), averaged inside o's ground-truth mask at frame 0;
@@ -24,9 +24,6 @@ identity swaps). An object absent from a frame is no anchor there; a clip whose 
 objects has nothing to contrast, so its objects are no anchors at all. A batch with no anchor gives Sim = 0 (still
 in the graph, so every parameter gets a zero gradient), and the number of anchors is returned as ``sim_anchors``
 (``train_sim_anchors`` in a run's history.csv: a mean of 0 says Sim never acted).
-
-``sim_variant: memory_memory`` is the earlier form: the memory encoder's output at frame t against that at frame 0
-(both memory, no projection), with every object of the batch as a negative.
 
 Masks are brought to a feature map's size by area averaging, so a pixel counts by the fraction of its cell the
 object covers; pooling then projecting equals projecting then pooling (the projections are affine, the weights sum
@@ -104,33 +101,6 @@ def query_memory_similarity_loss(outputs: list[dict[str, Any]], targets: torch.T
     return per_anchor.mean(), int(per_anchor.numel())
 
 
-def memory_memory_similarity_loss(outputs: list[dict[str, Any]], targets: torch.Tensor,
-                                  temperature: float = SIM_TEMPERATURE) -> tuple[torch.Tensor, int]:
-    """The earlier Sim (``sim_variant: memory_memory``): memory-encoder features at frame t against those at frame 0,
-    every object of the batch a negative; (mean over frames of the per-frame mean InfoNCE, number of anchors)."""
-    num_frames, num_objects = targets.shape[:2]
-    reference = outputs[0]["maskmem_features"]
-    if num_frames < 2 or num_objects < 2:
-        return _no_anchor(reference)
-    pooled_memory, in_memory = mask_pooled_features(reference, targets[0])
-    if int(in_memory.sum()) < 2:
-        return _no_anchor(reference)
-    memory = F.normalize(pooled_memory, dim=1)
-    labels = torch.arange(num_objects, device=targets.device)
-    frame_losses, anchors = [], 0
-    for frame in range(1, num_frames):
-        pooled_query, present = mask_pooled_features(outputs[frame]["maskmem_features"], targets[frame])
-        logits = (F.normalize(pooled_query, dim=1) @ memory.T) / temperature
-        logits = logits.masked_fill(~in_memory[None, :], float("-inf"))
-        rows = present & in_memory
-        if rows.any():
-            frame_losses.append(F.cross_entropy(logits[rows], labels[rows], reduction="sum") / rows.sum())
-            anchors += int(rows.sum())
-    if not frame_losses:
-        return _no_anchor(reference)
-    return torch.stack(frame_losses).mean(), anchors
-
-
 def memory_cross_attention(model: nn.Module) -> nn.Module:
     """The cross-attention of a SAM2's last memory-attention layer: the space Sim compares query and memory in."""
     return model.memory_attention.layers[-1].cross_attn_image
@@ -139,21 +109,18 @@ def memory_cross_attention(model: nn.Module) -> nn.Module:
 class WeightedVOSLoss(nn.Module):
     """``lambda_ce*CE + lambda_dice*Dice + lambda_sim*Sim + lambda_iou*MaskIoU + lambda_class*ObjScore``.
 
+    ``cross_attention``: :func:`memory_cross_attention` of the trained model (shared, not a copy), where Sim compares.
     ``forward(outputs, targets, object_clips)`` takes the per-frame outputs of ``SAM2TrainWithQueryFeatures``,
     ``batch.masks`` (T, O, H, W) and each object's clip in the batch (``batch.obj_to_frame_idx[0, :, 1]``; None = one
-    clip) and returns every term (sam2's summed over frames, as sam2 does), ``sim_anchors``, and ``core_loss``, the
-    weighted sum to back-propagate. ``cross_attention`` (:func:`memory_cross_attention` of the trained model, shared,
-    not a copy) is needed by the ``query_memory`` Sim.
+    clip) and returns every term (sam2's summed over frames, as sam2 does; Sim even at weight 0, for the history),
+    ``sim_anchors``, and ``core_loss``, the weighted sum to back-propagate.
     """
 
-    def __init__(self, weights: LossWeights, pred_obj_scores: bool = True, cross_attention: nn.Module | None = None,
+    def __init__(self, weights: LossWeights, cross_attention: nn.Module, pred_obj_scores: bool = True,
                  sim_temperature: float = SIM_TEMPERATURE):
         super().__init__()
         from training.loss_fns import MultiStepMultiMasksAndIous
 
-        if weights.sim_variant == "query_memory" and cross_attention is None:
-            raise ValueError("the query_memory Sim needs the model's memory cross-attention "
-                             "(cross_attention=memory_cross_attention(model))")
         focal = weights.ce_kind == "focal"
         self.weights = weights
         self.sim_temperature = sim_temperature
@@ -170,20 +137,13 @@ class WeightedVOSLoss(nn.Module):
             focal_alpha_obj_score=-1.0,
         )
 
-    def sim(self, outputs: list[dict[str, Any]], targets: torch.Tensor,
-            object_clips: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-        """The configured Sim variant: (term, number of anchors)."""
-        if self.weights.sim_variant == "memory_memory":
-            return memory_memory_similarity_loss(outputs, targets, self.sim_temperature)
-        if object_clips is None:
-            object_clips = torch.zeros(targets.shape[1], dtype=torch.long, device=targets.device)
-        return query_memory_similarity_loss(outputs, targets, object_clips.to(targets.device), self.cross_attention,
-                                            self.sim_temperature)
-
     def forward(self, outputs: list[dict[str, Any]], targets: torch.Tensor,
                 object_clips: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         terms = dict(self.sam2_terms(outputs, targets))
-        terms[SIM_KEY], anchors = self.sim(outputs, targets, object_clips)
+        if object_clips is None:
+            object_clips = torch.zeros(targets.shape[1], dtype=torch.long, device=targets.device)
+        terms[SIM_KEY], anchors = query_memory_similarity_loss(
+            outputs, targets, object_clips.to(targets.device), self.cross_attention, self.sim_temperature)
         core = terms[CORE_LOSS_KEY]
         if not torch.is_tensor(core):  # every sam2 weight is 0: sam2 returns the float 0.0
             core = terms[SIM_KEY] * 0.0

@@ -15,7 +15,6 @@ from masseg_search.finetune.loss import (
     SIM_ANCHORS_KEY,
     WeightedVOSLoss,
     memory_cross_attention,
-    memory_memory_similarity_loss,
     query_memory_similarity_loss,
 )
 
@@ -42,7 +41,7 @@ def model_and_batch(tiny_dataset, tiny_checkpoint):
 
 def _terms(model, batch, weights: LossWeights) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)  # dropout: the same forward for every weight setting
-    loss = WeightedVOSLoss(weights, cross_attention=memory_cross_attention(model))
+    loss = WeightedVOSLoss(weights, memory_cross_attention(model))
     return loss(model(batch), batch.masks, object_clips=batch.obj_to_frame_idx[0, :, 1])
 
 
@@ -218,31 +217,8 @@ def test_query_memory_skips_absent_objects_and_gives_zero_without_negatives() ->
         assert memory.grad is not None and float(memory.grad.abs().sum()) == 0.0
 
 
-def test_query_memory_needs_the_query_features_and_the_projections(model_and_batch) -> None:
+def test_sim_names_the_model_class_it_needs() -> None:
     masks = torch.ones(2, 2, 8, 8, dtype=torch.bool)
-    plain_outputs = [{"maskmem_features": _feature_map([[1.0, 0.0], [0.0, 1.0]])}] * 2
+    plain_outputs = [{"maskmem_features": _feature_map([[1.0, 0.0], [0.0, 1.0]])}] * 2  # plain SAM2Train's outputs
     with pytest.raises(ValueError, match="SAM2TrainWithQueryFeatures"):
         query_memory_similarity_loss(plain_outputs, masks, torch.tensor([0, 0]), _identity_attention())
-    with pytest.raises(ValueError, match="memory cross-attention"):
-        WeightedVOSLoss(LossWeights(sim=1.0))
-    WeightedVOSLoss(LossWeights(sim=1.0, sim_variant="memory_memory"))  # the earlier form needs neither
-
-
-def _memory_features(vectors: list[list[float]], masks: torch.Tensor) -> dict:
-    return {"maskmem_features": _feature_map(vectors, masks.shape[-1] // 4)}
-
-
-def test_memory_memory_variant_keeps_identities_apart() -> None:
-    masks = torch.zeros(3, 2, 16, 16, dtype=torch.bool)  # (T, O, H, W)
-    masks[:, 0, :8] = True
-    masks[:, 1, 8:] = True
-    apart = [[1.0, 0.0], [0.0, 1.0]]
-    swapped = [[0.0, 1.0], [1.0, 0.0]]
-    kept = [_memory_features(apart, masks[t]) for t in range(3)]
-    confused = [_memory_features(apart if t == 0 else swapped, masks[t]) for t in range(3)]
-    (low, low_anchors), (high, _) = memory_memory_similarity_loss(kept, masks), memory_memory_similarity_loss(confused, masks)
-    assert float(low) < 1e-3 and low_anchors == 4
-    assert float(high) == pytest.approx(10.0, abs=1e-3)  # cos 1 vs 0 at tau 0.1: -log softmax = 10
-    single = [_memory_features([[1.0, 0.0]], masks[t, :1]) for t in range(3)]
-    loss, anchors = memory_memory_similarity_loss(single, masks[:, :1])
-    assert float(loss) == 0.0 and anchors == 0
