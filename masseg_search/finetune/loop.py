@@ -32,9 +32,11 @@ from masseg_search.data.layout import atomic_write_bytes, open_dataset, read_mas
 from masseg_search.errors import MassegError
 from masseg_search.evaluation import score_video
 from masseg_search.model.build import (
+    apply_state_dict,
     build_model,
     compose_model_config,
     load_weights,
+    read_checkpoint,
     resolve_device,
     resolve_model_config,
 )
@@ -256,17 +258,12 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
-    """A training checkpoint written by this loop (``weights_only=True``); clear errors for anything else."""
-    import torch
-
-    if not path.is_file():
+    """A training checkpoint written by this loop (read by :func:`read_checkpoint`); clear errors for anything else."""
+    path = Path(path)
+    if not path.exists():
         raise MassegError("checkpoint to resume from not found", path, "drop --resume to start a new run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt files
-        raise MassegError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", path,
-                          "delete it to restart from the previous one, or drop --resume") from None
-    missing = [key for key in ("model", "optimizer", "epoch", "steps") if key not in state]
+    state = read_checkpoint(path)
+    missing = [key for key in ("model", "optimizer", "epoch", "steps") if not isinstance(state, dict) or key not in state]
     if missing:
         raise MassegError(f"not a training checkpoint (missing {missing})", path,
                           "resume only from checkpoint.pt written by `masseg-search train`; "
@@ -381,8 +378,12 @@ def train_run(
     start_epoch, steps, best_jf, history = 0, 0, float("-inf"), []
     if resume_from is not None:
         state = load_training_state(Path(resume_from))
-        model.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
+        apply_state_dict(model, state["model"], resume_from, config.model.config)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError) as exc:  # parameter groups of another model or optimizer
+            raise MassegError(f"the checkpoint's optimizer state does not fit this run ({exc})", resume_from,
+                              "resume with the config the run was started with, or drop --resume") from None
         start_epoch, steps = int(state["epoch"]), int(state["steps"])
         best_jf = float(state.get("best_val_jf", float("-inf")))
         log.info("resuming from %s at epoch %d (step %d)", resume_from, start_epoch, steps)

@@ -63,7 +63,7 @@ def _object_types(dataset: Dataset, scene_types: Any, video_names: list[str]) ->
 
 
 def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]], best: Any,
-                        types: dict[tuple[str, int], str]) -> tuple[dict[int, list[tuple[float, float]]], dict[int, tuple[float, float]]]:
+                        types: dict[tuple[str, int], str], types_path: Path | None = None) -> tuple[dict[int, list[tuple[float, float]]], dict[int, tuple[float, float]]]:
     """Every object's configurations (the shared list plus, with --per-type, its type's) and the per-type choice."""
     from masseg_search.model.engine import check_video
 
@@ -75,7 +75,7 @@ def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]], best
         if best is not None:
             scene_type = types.get((video.name, obj))
             if scene_type is None:
-                raise MassegError(f"video {video.name!r} object {obj} has no scene type in the table",
+                raise MassegError(f"video {video.name!r} object {obj} has no scene type in the table", types_path,
                                   fix="recompute the scene-type CSV for this dataset (masseg-search data scene-types)")
             chosen[obj] = best.for_type(scene_type)
             pairs.append(chosen[obj])
@@ -130,6 +130,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     skipped: list[str] = []
     if todo:
         types = _object_types(dataset, scene_types, todo) if best is not None else {}
+        types_path = Path(scene_types) if isinstance(scene_types, (str, Path)) else None
         device = resolve_device(device)
         engine = MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device,
                                    flip=flip)
@@ -138,7 +139,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
             video = dataset.video(name)
             try:  # input problems (and frames that fail to decode) are MassegErrors naming the video
                 check_video(video)
-                per_object, chosen = _configs_per_object(video, pairs, best, types)
+                per_object, chosen = _configs_per_object(video, pairs, best, types, types_path)
                 results = engine.predict_video(video, per_object)
             except MassegError as exc:
                 if not skip_bad:
