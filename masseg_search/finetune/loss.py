@@ -22,7 +22,7 @@ object o present at t and at the conditioning frame 0:
 Objects of other clips of the batch are never negatives (other videos are easy to tell apart and say nothing about
 identity swaps). An object absent from a frame is no anchor there; a clip whose frame 0 shows fewer than two of its
 objects has nothing to contrast, so its objects are no anchors at all. A batch with no anchor gives Sim = 0 (still
-in the graph, so every parameter gets a zero gradient), and the number of anchors is returned as ``sim_anchors``
+in the graph: back-propagating it gives zero gradients, not an error), and the number of anchors is returned as ``sim_anchors``
 (``train_sim_anchors`` in a run's history.csv: a mean of 0 says Sim never acted).
 
 Masks are brought to a feature map's size by area averaging, so a pixel counts by the fraction of its cell the
@@ -58,7 +58,7 @@ def mask_pooled_features(features: torch.Tensor, masks: torch.Tensor) -> tuple[t
 
 
 def _no_anchor(reference: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Sim = 0 that stays in the graph (every parameter still gets a gradient, zero) and on the right device."""
+    """Sim = 0 that stays in the graph (its gradient is zero, not missing) and on the right device."""
     return reference.new_zeros((), dtype=torch.float32) + reference.float().sum() * 0.0, 0  # + 0: never -0.0
 
 
@@ -86,7 +86,7 @@ def query_memory_similarity_loss(outputs: list[dict[str, Any]], targets: torch.T
     for frame in range(1, num_frames):
         query_maps = outputs[frame].get(QUERY_FEATURES_KEY)
         if query_maps is None:
-            raise ValueError(f"frame {frame}'s output has no {QUERY_FEATURES_KEY!r}: the query_memory Sim needs the "
+            raise ValueError(f"frame {frame}'s output has no {QUERY_FEATURES_KEY!r}: Sim needs the "
                              "outputs of finetune.query_features.SAM2TrainWithQueryFeatures, not plain SAM2Train")
         pooled_query, present = mask_pooled_features(query_maps, targets[frame])
         rows = present & contrastable
