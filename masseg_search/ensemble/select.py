@@ -71,6 +71,7 @@ def _score_video(job: _VideoJob) -> dict[str, dict[int, float]]:
     if len(gt) < 3:
         raise MassegError(f"video {video.name} has {len(gt)} frames; J&F needs at least 3", video.image_dir, "leave it out of the validation list")
     height, width = gt[0].shape
+    # the objects the candidates predict; the official set's other ids would add one value to every candidate
     object_ids = first_frame_object_ids(gt[0])
     cache: dict[str, store.VideoPrediction] = {}
     scores = {}
