@@ -46,7 +46,7 @@ def store_family(predictions: Path, config: str) -> str:
 
 
 def test_paired_gains_measure_a_real_difference_and_not_noise(tmp_path: Path, tiny_dataset: Path) -> None:
-    from masseg_search.evaluation.evaluate import evaluate_predictions
+    from masseg_search.evaluation import evaluate_predictions
 
     videos = open_dataset(tiny_dataset, split="val").video_names
     score = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from masseg_search.data.layout import open_dataset
 from masseg_search.errors import MassegError
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 def run_cutie_inference(data_root: str | Path, out_dir: str | Path, view: str, model: str = "small",
                         weights: str | Path | None = None, split_list: str | Path | None = None,
-                        videos: Sequence[str] | None = None, configs: str | Sequence[tuple[float, float]] | None = None,
+                        videos: Sequence[str] | None = None, configs: str | Sequence[Any] | None = None,
                         low_res: int | None = None, scale: float = 1.0, max_internal_size: int = 480,
                         device: str = "auto", skip_bad: bool = False, progress: bool = True) -> Path:
     """Track every selected video with Cutie and store it as view ``view`` of ``out_dir``; returns ``out_dir``."""

@@ -25,7 +25,7 @@ import json
 import logging
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from masseg_search.data import layout
 from masseg_search.ensemble.submission import SubmissionProblem, check_submission
 from masseg_search.errors import MassegError
 from masseg_search.store.best_configs import SAM2_DEFAULT
+from masseg_search.store.knobs import Knobs, as_knobs
 from masseg_search.store.predictions import (
     VideoPrediction,
     check_view,
@@ -177,15 +178,15 @@ def write_view_record(out_dir: Path, view: str, record: dict, identity: tuple[st
     layout.atomic_write_bytes(path, json.dumps(record, indent=1).encode())
 
 
-def view_folders(view: str | None, configs: str | Sequence[tuple[float, float]] | None) -> tuple[str, list[tuple[float, float]], list[str]]:
-    """(view, (scale, bias) pairs, folders ``<config_id>@<view>``) of a view another family fills; SAM2's
-    ``s20_b-10`` when no configuration is given."""
+def view_folders(view: str | None, configs: str | Sequence[Any] | None) -> tuple[str, list[Knobs], list[str]]:
+    """(view, configurations, folders ``<config_id>@<view>``) of a view another family fills; SAM2's ``s20_b-10``
+    when no configuration is given (another family has no (scale, bias): the id only lines it up with SAM2's)."""
     view = check_view(view)
     if view is None:
         raise MassegError("another model family needs a view name (the base view is SAM2's)",
                           fix="pass --view NAME, e.g. --view cutie")
-    pairs = parse_config_list(configs) if isinstance(configs, str) else [(float(s), float(b)) for s, b in (configs or [SAM2_DEFAULT])]
-    return view, pairs, [config_id(s, b, view) for s, b in pairs]
+    configs = parse_config_list(configs) if isinstance(configs, str) else [as_knobs(c) for c in (configs or [SAM2_DEFAULT])]
+    return view, configs, [config_id(knobs, view=view) for knobs in configs]
 
 
 def low_res_for(out_dir: Path, video: str, low_res: int | None) -> tuple[int, int]:
@@ -198,19 +199,19 @@ def low_res_for(out_dir: Path, video: str, low_res: int | None) -> tuple[int, in
     return size
 
 
-def save_view(out_dir: Path, prediction: VideoPrediction, view: str, pairs: list[tuple[float, float]]) -> None:
+def save_view(out_dir: Path, prediction: VideoPrediction, view: str, configs: list[Knobs]) -> None:
     """Store one video of another family under every ``<config_id>@<view>`` not yet complete."""
     prediction.view = view
-    for scale, bias in pairs:
-        folder = out_dir / config_id(scale, bias, view) / prediction.video
+    for knobs in configs:
+        folder = out_dir / config_id(knobs, view=view) / prediction.video
         if not is_complete(folder):
-            prediction.scale, prediction.bias = scale, bias
+            prediction.scale, prediction.bias, prediction.knobs = knobs.scale, knobs.bias, knobs.extras() or None
             save_video_prediction(folder, prediction)
 
 
 def import_masks(masks_dir: str | Path, data_root: str | Path, out_dir: str | Path, view: str,
                  split_list: str | Path | None = None, videos: Sequence[str] | None = None,
-                 configs: str | Sequence[tuple[float, float]] | None = None, low_res: int | None = None,
+                 configs: str | Sequence[Any] | None = None, low_res: int | None = None,
                  scale: float = 1.0, progress: bool = True) -> Path:
     """Check ``masks_dir`` against the split, then store it as view ``view`` of ``out_dir`` (see the module
     docstring). Returns ``out_dir``."""

@@ -60,8 +60,18 @@ def cutie_config(model: str = "small", max_internal_size: int = 480) -> Any:
         raise MassegError(f"Cutie is not installed ({exc})", fix="pip install rf-cutie (masseg-search's dependencies include it)") from None
     if model not in CUTIE_MODELS:
         raise MassegError(f"unknown Cutie model {model!r}", fix=f"use one of {', '.join(CUTIE_MODELS)}")
-    with initialize_config_module(version_base="1.3.2", config_module="cutie.config"):
-        cfg = compose(config_name="eval_config", overrides=[f"model={model}"])
+    from hydra.core.global_hydra import GlobalHydra
+
+    # sam2 initialises Hydra for its own configs when imported: set that aside while Cutie's config is composed
+    saved = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(version_base="1.3.2", config_module="cutie.config"):
+            cfg = compose(config_name="eval_config", overrides=[f"model={model}"])
+    finally:
+        GlobalHydra.instance().clear()
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
     with open_dict(cfg):
         cfg["weights"] = None
         cfg["dataset"] = "generic"

@@ -82,6 +82,19 @@ def test_cutie_weights_load_from_a_path_and_wrong_ones_are_refused(tiny_dataset:
         build_cutie("small", tmp_path / "missing.pth", "cpu")
 
 
+def test_cutie_config_leaves_sam2s_hydra_as_it_was() -> None:
+    """sam2 keeps a global Hydra for its configs (initialised at import); composing Cutie's must not break it."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    import sam2  # noqa: F401  (initialises Hydra for sam2's configs)
+    from masseg_search.model.cutie_engine import cutie_config
+
+    before = GlobalHydra.instance().hydra
+    assert before is not None
+    assert cutie_config("small").model.pixel_mean is not None
+    assert GlobalHydra.instance().hydra is before
+
+
 def test_cutie_working_tokens() -> None:
     assert working_tokens((64, 64), 480) == 16
     assert working_tokens((480, 854), 480) == 30 * 54

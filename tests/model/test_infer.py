@@ -129,7 +129,7 @@ def test_per_type_gives_each_object_its_type_configuration(tiny_dataset, tiny_ch
     for row in rows:
         merged = load_video_prediction(out / PER_TYPE_ID / row["video"])
         expected = (7.5, -4.0) if row["scene_type"] == "small" else (20.0, -10.0)
-        assert merged.object_configs[row["object_id"]] == expected
+        assert merged.object_configs[row["object_id"]].pair == expected
         if row["scene_type"] == "regular":  # these objects also ran under the shared 20,-10: the same logits
             shared = load_video_prediction(out / "s20_b-10" / row["video"])
             np.testing.assert_array_equal(merged.logits[row["object_id"]], shared.logits[row["object_id"]])
