@@ -316,3 +316,14 @@ def test_infer_cli_keeps_families_apart(tiny_dataset: Path, tmp_path: Path, caps
     assert "apply to SAM2 runs only" in capsys.readouterr().err
     assert main(base) == 1
     assert "--model-config is required to run SAM2" in capsys.readouterr().err
+
+
+def test_choices_are_counted_per_video_and_per_object() -> None:
+    from masseg_search.ensemble.agreement import count_choices, format_choice_counts
+
+    choices = {"a": {1: "s20_b-10", 2: "s20_b-10"}, "b": {1: "s20_b-10@x", 2: "s20_b-10"}, "c": {1: "s20_b-10@x"}}
+    counts = count_choices(choices)
+    assert counts == {"videos": {"mixed": 1, "s20_b-10": 1, "s20_b-10@x": 1}, "objects": {"s20_b-10": 3, "s20_b-10@x": 2}}
+    by_view = count_choices(choices, lambda member: store.config_view(member) or "base view")
+    assert by_view["videos"] == {"base view": 1, "mixed": 1, "x": 1}
+    assert format_choice_counts(by_view) == "videos: base view 1, mixed 1, x 1; objects: base view 3, x 2"
