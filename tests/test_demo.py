@@ -144,7 +144,7 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     table = pd.read_csv(out / "demo_table.csv")
     assert list(table["name"]) == ["copy first frame", "untrained", "base", "fine-tuned, SAM2 20/-10",
                                    "fine-tuned, MASSeg 7.5/-4", "fine-tuned, tuned per type", "ensemble",
-                                   "per-video selection"]
+                                   "per-video's SAM2 member", "per-video selection"]
     assert table["jf"].between(0, 1).all()
     assert (table["ci_low"] <= table["jf"]).all() and (table["jf"] <= table["ci_high"]).all()
     assert (table["ci_low"] < table["ci_high"]).all()  # a real interval on every row, the ensemble's included

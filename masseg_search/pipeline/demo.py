@@ -35,7 +35,7 @@ from masseg_search.config import ProjectConfig, load_config
 from masseg_search.data.layout import atomic_write_bytes, find_split_list, open_dataset, write_mask
 from masseg_search.data.scene_types import save_scene_types, scene_type_table
 from masseg_search.data.synth import generate_dataset
-from masseg_search.ensemble import run_ensemble
+from masseg_search.ensemble import FusionPlan, RuleSpec, run_ensemble
 from masseg_search.ensemble.agreement import count_choices, format_choice_counts
 from masseg_search.ensemble.select import select_fusion
 from masseg_search.ensemble.submission import check_submission
@@ -45,7 +45,13 @@ from masseg_search.finetune.sweep import run_sweep
 from masseg_search.inference.infer import run_inference, write_masks
 from masseg_search.model.build import init_checkpoint
 from masseg_search.mss.holdout import bootstrap_ci
-from masseg_search.pipeline.families import PER_VIDEO_ROW, best_choice_plan, import_base_view, member_view
+from masseg_search.pipeline.families import (
+    PER_VIDEO_MEMBER_ROW,
+    PER_VIDEO_ROW,
+    best_choice_plan,
+    import_base_view,
+    member_view,
+)
 from masseg_search.mss.tune import tune_mss
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
 from masseg_search.store.mss_results import MssResults
@@ -64,6 +70,7 @@ STAGE_GAINS = (
     ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
     ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
+    (PER_VIDEO_ROW, PER_VIDEO_MEMBER_ROW, "per-video vs its SAM2 member"),
     (PER_VIDEO_ROW, "fine-tuned, tuned per type", "per-video vs tuned per type"),
     (PER_VIDEO_ROW, "ensemble", "per-video vs ensemble"),
 )
@@ -266,11 +273,15 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
                               scene_types=scene_csv["test"], best_configs=best_configs_path, progress=progress)
     check_demo_submission(submission, data_root, test_list)
     print(f"submission: {submission.zip_path} (submission check: valid)")
-    per_video = None
+    per_video = per_video_member = None
     if choice is not None:  # -- the choice rule applied to test: members chosen there, without labels
         per_video = run_ensemble(predictions / "test", choice[1], data_root, out / "submissions" / "per_video",
                                  split_list=test_list, progress=progress)
         check_demo_submission(per_video, data_root, test_list)
+        # its first member (the fine-tuned model's best configuration) alone: what choosing per video adds to it
+        per_video_member = run_ensemble(predictions / "test", FusionPlan(RuleSpec("single", choice[1].default.configs[:1])),
+                                        data_root, out / "submissions" / "per_video_member", split_list=test_list,
+                                        write_zip=False, progress=progress)
         print(f"{choice[0]['name']} on test chose {format_choice_counts(count_choices(per_video.choices, member_view))}")
 
     _step("5/5 evaluate every setting on the test split")
@@ -310,7 +321,9 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     chosen = (plan.selection or {}).get("chosen", plan.default.method)
     score("ensemble", f"{chosen}, chosen on val ({plan_path.relative_to(out)})", submission.out_dir,
           evaluations / "ensemble")
-    if per_video is not None and choice is not None:
+    if per_video is not None and per_video_member is not None and choice is not None:
+        score(PER_VIDEO_MEMBER_ROW, f"{choice[1].default.configs[0]}, the first member", per_video_member.out_dir,
+              evaluations / "per_video_member")
         score(PER_VIDEO_ROW, f"{choice[0]['name']} over {', '.join(choice[1].default.configs)}", per_video.out_dir,
               evaluations / "per_video")
     table = pd.DataFrame([row.__dict__ for row in rows])

@@ -23,6 +23,7 @@ from masseg_search.store.predictions import config_id, config_view
 
 BASE_VIEW = "untuned"  # the imported view of the untuned base checkpoint
 PER_VIDEO_ROW = "per-video selection"
+PER_VIDEO_MEMBER_ROW = "per-video's SAM2 member"  # its first member alone (the fine-tuned best configuration)
 
 
 def import_base_view(model_config: str, base_checkpoint: str, data_root: Path, out: Path,
