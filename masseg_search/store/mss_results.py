@@ -59,6 +59,40 @@ class MssResults:
         """Per scene type: chosen configuration, in-sample and held-out J&F, the two baselines."""
         return self.folder / "per_type.csv"
 
+    @property
+    def policy(self) -> Path:
+        """The learned policy (``tune-mss --policy learned``, :mod:`masseg_search.store.policy`): rules over
+        first-frame features, each leaf's configuration and objects; read wherever best_configs.yaml is."""
+        return self.folder / "policy.yaml"
+
+    @property
+    def policy_comparison(self) -> Path:
+        """Held-out J&F of the fixed, per_type, learned and oracle policies with bootstrap intervals over videos and
+        paired gains over fixed and per_type (one row each)."""
+        return self.folder / "policy_comparison.csv"
+
+    @property
+    def policy_candidates(self) -> Path:
+        """Per validation object: first-frame features and its J&F under every candidate configuration (one engine
+        pass per configuration slot; the table the policies are fit on)."""
+        return self.folder / "policy_candidates.csv"
+
+    @property
+    def policy_objects(self) -> Path:
+        """Per held-out object: its fold and, per policy, the configuration fit on the other folds and its J&F
+        (``learned_scale``, ``learned_bias``, ``jf_learned``, ...)."""
+        return self.folder / "policy_objects.csv"
+
+    @property
+    def policy_folds(self) -> Path:
+        """Per outer fold: the tree depth the inner CV chose, its inner-CV J&F per depth, and the fold's rules."""
+        return self.folder / "policy_folds.csv"
+
+    @property
+    def policy_plot(self) -> Path:
+        """The final policy's rules beside the held-out J&F and paired gains of every policy."""
+        return self.folder / "policy.png"
+
     def folds_or_none(self) -> Path | None:
         """The folds file when tune-mss wrote one (``--cv``), else None."""
         return self.folds if self.folds.is_file() else None
@@ -70,6 +104,13 @@ class MssResults:
             return set()
         table = pd.read_csv(self.holdout_objects)
         return {(float(scale), float(bias)) for scale, bias in zip(table["chosen_scale"], table["chosen_bias"])}
+
+    def heldout_choices(self, learned: bool) -> tuple[Path, str, str]:
+        """Where the per-fold choices are (file, scale column, bias column): the learned policy's (``learned``: the
+        ensemble selects with a policy.yaml), else the per-type search's."""
+        if learned:
+            return self.policy_objects, "learned_scale", "learned_bias"
+        return self.holdout_objects, "chosen_scale", "chosen_bias"
 
 
 def write_folds(path: str | Path, folds: list[list[str]]) -> None:
