@@ -181,6 +181,22 @@ class TrainSweepSection(Section):
     seed: int = 0
 
 
+class PolicySection(Section):
+    """``tune-mss --policy learned``: a shallow tree choosing each object's (scale, bias) from first-frame features,
+    fit and scored on held-out video folds beside the hand-written scene types (masseg_search/mss/policy.py)."""
+
+    grid_points: int = Field(3, ge=0, description="candidates: a grid of this many values per dimension over "
+                             "mss.scale x mss.bias, besides the two baselines and the studies' choices; 0 = no grid")
+    max_depth: int = Field(3, ge=0, le=8, description="deepest tree the inner CV may pick (0 = one configuration)")
+    max_leaves: int = Field(8, ge=1, le=8, description="leaves of the tree at most")
+    min_leaf_objects: int = Field(4, ge=1, description="validation objects per leaf at least")
+    inner_folds: int = Field(3, ge=2, description="folds over the training videos that choose the depth")
+    features: list[str] | None = Field(None, description="first-frame features the tree may split on; None = all "
+                                       "of masseg_search/data/scene_types.py")
+    videos_per_pass: int = Field(16, ge=1, description="videos per engine pass of the candidate table (saved after "
+                                 "each, so a stopped run resumes)")
+
+
 class MssSection(Section):
     """Optuna search of (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc) per scene type."""
 
@@ -201,6 +217,7 @@ class MssSection(Section):
     results_dir: str = Field("results/mss", description="best_configs.yaml, tables and plots go to <dir>/<study>/")
     heartbeat_interval: int = Field(10, ge=1, description="seconds between heartbeats of in-flight trials")
     grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is failed; None = 3x")
+    policy: PolicySection = Field(default_factory=PolicySection)
 
 
 class EnsembleSection(Section):

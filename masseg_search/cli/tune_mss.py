@@ -5,6 +5,7 @@ import argparse
 
 from masseg_search.config import load_config
 from masseg_search.errors import MassegError
+from masseg_search.store.policy import rules_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ray-address", help="run engine passes as Ray tasks on this cluster ('auto', host:port, or "
                         "'local' to start one here)")
     parser.add_argument("--checkpoint", help="SAM2 checkpoint (default model.checkpoint)")
+    parser.add_argument("--policy", choices=["learned"], help="also learn a policy: a shallow tree over first-frame "
+                        "features choosing each object's (scale, bias), compared on the held-out folds with one fixed "
+                        "configuration, the per-type choices and the per-object oracle (mss.policy; writes policy.yaml, "
+                        "usable wherever best_configs.yaml is, and policy_comparison.csv)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     result = tune_mss(config, study=args.study, trials=args.trials, batch=args.batch, storage=args.storage,
                       sampler=args.sampler, seed=args.seed, cv=args.cv, ray_address=args.ray_address,
-                      checkpoint=args.checkpoint, progress=not args.no_progress)
+                      checkpoint=args.checkpoint, progress=not args.no_progress, policy=args.policy)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")
     for scene_type, (scale, bias) in result.best.types.items():
@@ -59,6 +64,16 @@ def run(args: argparse.Namespace) -> int:
         for method in ("chosen", "sam2_default", "masseg"):
             row = summary.loc[method]
             print(f"held-out J&F ({method}): {row.jf:.4f} [95% CI {row.ci_low:.4f} .. {row.ci_high:.4f}]")
+    if result.policy is not None:
+        print(f"learned policy ({result.out_dir / 'policy.yaml'}):")
+        for line in rules_text(result.policy.policy.rules):
+            print(f"  {line}")
+        print(f"{'policy':<10} {'held-out J&F':>12} {'95% CI':>17} {'gain over per_type':>19} {'95% CI':>17}")
+        for row in result.policy.comparison.itertuples(index=False):
+            mark = "  (upper bound, not a result)" if row.policy == "oracle" else ""
+            print(f"{row.policy:<10} {row.heldout_jf:12.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] "
+                  f"{row.gain_over_per_type:+19.4f}   [{row.gain_over_per_type_ci_low:+.3f}, "
+                  f"{row.gain_over_per_type_ci_high:+.3f}]{mark}")
     print(f"results: {result.out_dir}")
     artifact_dir = config.mss.artifact_dir
     print(f"dashboard: optuna-dashboard {result.storage_url} --artifact-dir {artifact_dir}")

@@ -3,7 +3,8 @@
 Under ``results/mss/<study>/``: ``best_configs.yaml`` (read by infer and ensemble), ``trials.csv`` (every trial of
 every scene-type study), ``per_type.csv`` (chosen config, in-sample values, the two baselines, held-out numbers),
 ``holdout_objects.csv`` / ``holdout_summary.csv`` / ``folds.json`` (with ``--cv``), ``landscape_<type>.png``,
-``history.png``, ``gains.png``. In the storage, each study gets user attributes (scene-type rule, videos, objects,
+``history.png``, ``gains.png`` (and with ``--policy learned``, :mod:`masseg_search.mss.policy` writes the policy
+files and ``policy.png`` from :func:`plot_policy`). In the storage, each study gets user attributes (scene-type rule, videos, objects,
 checkpoint), a markdown note (best configuration, held-out estimate) and the plots as artifacts
 (``optuna-dashboard <storage> --artifact-dir studies/artifacts``).
 """
@@ -29,6 +30,7 @@ from masseg_search.mss.holdout import HoldoutResult  # noqa: E402
 from masseg_search.mss.studies import PARAM_BIAS, PARAM_SCALE  # noqa: E402
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, BestConfigs, save_best_configs  # noqa: E402
 from masseg_search.store.mss_results import MssResults  # noqa: E402
+from masseg_search.store.policy import Policy  # noqa: E402
 
 logger = logging.getLogger(__name__)
 ARTIFACT_HASH_ATTR = "masseg_artifact_sha256:"
@@ -148,6 +150,54 @@ def plot_gains(per_type: pd.DataFrame, path: Path) -> Path:
     axis.set_ylabel(f"J&F gain ({label})")
     axis.set_title(f"Per-type gain of the chosen configuration ({label})")
     axis.legend(fontsize=7)
+    return _save_figure(figure, path)
+
+
+def plot_policy(policy: Policy, comparison: pd.DataFrame, path: Path) -> Path:
+    """The learned policy's rules (left) beside every policy's held-out J&F and the learned policy's paired gains
+    over fixed and per_type (right), each with its bootstrap 95% interval over videos."""
+    figure = plt.figure(figsize=(12, 4.6))
+    grid = figure.add_gridspec(2, 2, width_ratios=[1.25, 1], height_ratios=[1.3, 1], hspace=0.55, wspace=0.25)
+    text_axis = figure.add_subplot(grid[:, 0])
+    text_axis.axis("off")
+    lines = [f"learned policy (depth {policy.depth}, {len(policy.rules)} leaves), fit on all validation objects:", ""]
+    for rule in policy.rules:
+        when = " and\n      ".join(condition.text() for condition in rule.conditions) if rule.conditions else "every object"
+        jf = "n/a" if rule.jf is None else f"{rule.jf:.3f}"
+        lines.append(f"{rule.leaf}: {when}")
+        lines.append(f"   -> scale {rule.config[0]:g}, bias {rule.config[1]:g}   ({rule.objects} objects, J&F {jf} in-sample)")
+    text_axis.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=7.5,
+                   transform=text_axis.transAxes)
+    rows = comparison.set_index("policy")
+    names = [name for name in ("fixed", "per_type", "learned", "oracle") if name in rows.index]
+    jf_axis = figure.add_subplot(grid[0, 1])
+    for position, name in enumerate(names):
+        row = rows.loc[name]
+        colour = "C7" if name == "oracle" else "C1" if name == "learned" else "C0"
+        jf_axis.errorbar([row.heldout_jf], [position], xerr=[[row.heldout_jf - row.ci_low], [row.ci_high - row.heldout_jf]],
+                         fmt="o", color=colour, capsize=3)
+        jf_axis.annotate(f"{row.heldout_jf:.3f}", (row.heldout_jf, position), textcoords="offset points", xytext=(0, 5),
+                         ha="center", fontsize=7)
+    jf_axis.set_yticks(range(len(names)), [f"{n} (upper bound)" if n == "oracle" else n for n in names], fontsize=8)
+    jf_axis.set_ylim(len(names) - 0.5, -0.7)
+    jf_axis.set_xlabel("held-out J&F (95% CI over videos)")
+    jf_axis.grid(axis="x", alpha=0.3)
+    gain_axis = figure.add_subplot(grid[1, 1])
+    gains = [("over fixed", "gain_over_fixed"), ("over per_type", "gain_over_per_type")]
+    if "learned" in rows.index:
+        learned = rows.loc["learned"]
+        for position, (label, column) in enumerate(gains):
+            value, low, high = learned[column], learned[f"{column}_ci_low"], learned[f"{column}_ci_high"]
+            colour = "C2" if low > 0 else "C3" if high < 0 else "C7"  # measured gain, measured loss, within noise
+            gain_axis.errorbar([value], [position], xerr=[[value - low], [high - value]], fmt="o", color=colour, capsize=3)
+            gain_axis.annotate(f"{value:+.3f} [{low:+.3f}, {high:+.3f}]", (value, position), textcoords="offset points",
+                               xytext=(0, 5), ha="center", fontsize=7)
+        gain_axis.set_yticks(range(len(gains)), [f"learned {label}" for label, _ in gains], fontsize=8)
+    gain_axis.axvline(0, color="grey", linewidth=1, linestyle="--")
+    gain_axis.set_ylim(len(gains) - 0.5, -0.7)
+    gain_axis.set_xlabel("paired held-out gain (95% CI over videos)")
+    gain_axis.grid(axis="x", alpha=0.3)
+    figure.suptitle("Learned mask-scaling policy: rules and held-out gains", fontsize=10)
     return _save_figure(figure, path)
 
 

@@ -182,7 +182,8 @@ def _distribution(dimension: SearchDimension) -> BaseDistribution:
     return FloatDistribution(float(dimension.low), float(dimension.high), log=dimension.log)
 
 
-def _grid_values(dimension: SearchDimension, points: int) -> list[float]:
+def grid_values(dimension: SearchDimension, points: int) -> list[float]:
+    """``points`` values over a search dimension (geometric for a log range), or its choices."""
     if dimension.choices is not None:
         return [float(value) for value in dimension.choices]
     if dimension.log:
@@ -210,7 +211,7 @@ def make_sampler(name: str, seed: int, mss: MssSection) -> optuna.samplers.BaseS
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        grid = {PARAM_SCALE: _grid_values(mss.scale, mss.grid_points), PARAM_BIAS: _grid_values(mss.bias, mss.grid_points)}
+        grid = {PARAM_SCALE: grid_values(mss.scale, mss.grid_points), PARAM_BIAS: grid_values(mss.bias, mss.grid_points)}
         return optuna.samplers.GridSampler(grid, seed=seed)
     raise MassegError(f"unknown sampler {name!r}", fix="use one of tpe, gp, cmaes, random, grid")
 

@@ -1,5 +1,6 @@
 """The tune-mss stage from Python: validation objects and their scene types, storage, engine passes, the search,
-the held-out estimate and the outputs. ``masseg-search tune-mss`` is a thin wrapper around :func:`tune_mss`.
+the held-out estimate and the outputs, and with ``policy="learned"`` the learned policy beside them
+(:mod:`masseg_search.mss.policy`). ``masseg-search tune-mss`` is a thin wrapper around :func:`tune_mss`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from masseg_search.errors import MassegError
 from masseg_search.mss.holdout import HoldoutResult, run_holdout
 from masseg_search.mss.outputs import write_outputs
 from masseg_search.mss.passes import EnginePassWorker, LocalPassScorer, RayPassScorer
+from masseg_search.mss.policy import PolicyResult, run_policy
 from masseg_search.mss.search import PassScorer, SearchReport, StopRequest, run_batched_search
 from masseg_search.mss.studies import open_storage, open_type_studies
 from masseg_search.store.best_configs import BestConfigs
@@ -30,6 +32,7 @@ class TuneResult:
     best: BestConfigs
     report: SearchReport
     holdout: HoldoutResult | None
+    policy: PolicyResult | None = None
 
 
 def open_validation_split(config: ProjectConfig) -> Dataset:
@@ -44,12 +47,12 @@ def open_validation_split(config: ProjectConfig) -> Dataset:
 
 
 def validation_objects(dataset: Dataset, config: ProjectConfig, save_csv: Path | None = None) -> pd.DataFrame:
-    """``video, object_id, scene_type`` of every object of the validation videos (typed afresh each run, so a
-    changed ``scene_types`` section takes effect; the full table is saved beside the results)."""
+    """Every object of the validation videos: ``video, object_id, scene_type`` and its first-frame features (typed
+    afresh each run, so a changed ``scene_types`` section takes effect; the table is saved beside the results)."""
     table = scene_type_table(dataset, config.scene_types)
     if save_csv is not None:
         save_scene_types(table, save_csv)
-    return table[["video", "object_id", "scene_type"]].reset_index(drop=True)
+    return table.reset_index(drop=True)
 
 
 def engine_scorer(config: ProjectConfig, checkpoint: str | None, ray_address: str | None, progress: bool) -> PassScorer:
@@ -65,8 +68,13 @@ def engine_scorer(config: ProjectConfig, checkpoint: str | None, ray_address: st
 def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = None, batch: int | None = None,
              storage: str | None = None, sampler: str | None = None, seed: int | None = None, cv: int | None = None,
              ray_address: str | None = None, checkpoint: str | None = None, progress: bool = True,
-             scorer: PassScorer | None = None) -> TuneResult:
-    """Search (scale, bias) per scene type on the validation split; see the package docstring. Resumable."""
+             scorer: PassScorer | None = None, policy: str | None = None) -> TuneResult:
+    """Search (scale, bias) per scene type on the validation split; see the package docstring. Resumable.
+
+    ``policy="learned"`` then learns a policy over first-frame features and compares it held out with the fixed and
+    per-type ones (needs ``cv`` >= 2)."""
+    if policy not in (None, "learned"):
+        raise MassegError(f"unknown policy {policy!r}", fix="pass --policy learned (or leave it out)")
     mss = config.mss
     trials = trials or mss.trials
     batch = batch or mss.batch
@@ -74,6 +82,9 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
     checkpoint = checkpoint or config.model.checkpoint
     if checkpoint and not Path(checkpoint).is_file():
         raise MassegError("checkpoint not found", checkpoint, "pass --checkpoint with an existing file (or null for random weights)")
+    if policy and folds < 2:
+        raise MassegError(f"--policy learned is scored on held-out folds, but the run has --cv {folds}",
+                          fix="pass --cv 2 or more (mss.cv_folds)")
     out_dir = Path(mss.results_dir) / study
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = open_validation_split(config)
@@ -84,6 +95,7 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
     own_scorer = scorer is None
     scorer = scorer or engine_scorer(config, checkpoint, ray_address, progress)
     holdout = None
+    learned = None
     try:
         with StopRequest() as stop:
             studies = open_type_studies(opened, study, sorted(objects["scene_type"].unique()), mss, sampler=sampler, seed=seed)
@@ -96,9 +108,13 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
                 report.stopped_early = holdout.stopped_early
                 if holdout.stopped_early:
                     holdout = None
+            best = write_outputs(out_dir, study, studies, objects, config, holdout, Path(mss.artifact_dir), checkpoint)
+            if policy and holdout is not None:
+                learned = run_policy(objects, scorer, mss, holdout, best, out_dir, study, config.model.config, checkpoint,
+                                     seed=seed, progress=progress, stop=stop)
+                report.stopped_early |= learned is None
     finally:
         if own_scorer and hasattr(scorer, "close"):
             scorer.close()
-    best = write_outputs(out_dir, study, studies, objects, config, holdout, Path(mss.artifact_dir), checkpoint)
-    return TuneResult(out_dir, opened.url, best, report, holdout)
+    return TuneResult(out_dir, opened.url, best, report, holdout, learned)
 
