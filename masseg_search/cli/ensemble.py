@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="submission folder to write (results/submissions/<name>); the zip is <name>.zip beside it")
     parser.add_argument("--no-zip", action="store_true", help="write and check the folder, but no zip")
     parser.add_argument("--scene-types", help="scene types CSV of this split (video,object_id,scene_type); overrides the plan's")
-    parser.add_argument("--best-configs", help="best_configs.yaml from tune-mss (for select); overrides the plan's")
+    parser.add_argument("--best-configs", help="best_configs.yaml from tune-mss (for select), or a learned policy.yaml "
+                        "(tune-mss --policy learned: select then gives each object its leaf's configuration, from the "
+                        "features in --scene-types); overrides the plan's")
     parser.add_argument("--workers", type=int, help="processes over videos (default: the config's ensemble.workers)")
     choose = parser.add_argument_group("choosing the plan on validation")
     choose.add_argument("--select-on", metavar="SPLIT", help="score every candidate on this split of --data (full ground "

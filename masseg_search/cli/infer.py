@@ -20,8 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--configs", default="", help='configurations "scale,bias;scale,bias", e.g. "20,-10;7.5,-4"')
     parser.add_argument("--per-type", help="best_configs.yaml from tune-mss: each object also runs its scene type's "
                         "configuration, stored under <out>/per_type/")
-    parser.add_argument("--scene-types", help="scene-type CSV (video, object_id, scene_type); default: computed "
-                        "with the demo config's rules")
+    parser.add_argument("--policy", help="policy.yaml from tune-mss --policy learned: each object also runs the "
+                        "configuration the learned policy gives it (from its first-frame features), stored under "
+                        "<out>/policy/")
+    parser.add_argument("--scene-types", help="scene-type CSV (video, object_id, scene_type and the features, as "
+                        "`data scene-types` writes it); default: computed with the demo config's rules")
     parser.add_argument("--out", required=True, help="predictions folder, e.g. results/predictions/test")
     parser.add_argument("--view", help="store as <config_id>@VIEW (e.g. another sweep trial's checkpoint beside the "
                         "best one): a view the ensemble can fuse with the base predictions")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     out = run_inference(args.model_config, args.checkpoint, args.data, args.out, args.configs or None,
-                        split_list=args.split_list, per_type=args.per_type, scene_types=args.scene_types,
+                        split_list=args.split_list, per_type=args.per_type, policy=args.policy,
+                        scene_types=args.scene_types,
                         save_masks=args.save_masks, device=args.device, skip_bad=args.skip_bad,
                         postprocess=args.postprocess, progress=not args.no_progress, view=args.view,
                         flip=args.flip)

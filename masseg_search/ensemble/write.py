@@ -14,12 +14,12 @@ import yaml
 from masseg_search.data import layout
 from masseg_search.ensemble.fuse import FusedVideo, fuse_video
 from masseg_search.ensemble.plan import (
-    PER_TYPE_FOLDER,
     FusionPlan,
     FusionRule,
     RuleResolver,
     load_plan,
     load_scene_type_lookup,
+    per_object_folders,
     per_type_views,
 )
 from masseg_search.ensemble.render import video_masks
@@ -101,8 +101,8 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
     plan = plan if isinstance(plan, FusionPlan) else load_plan(plan)
     scene_types_path = Path(scene_types) if scene_types else (Path(plan.scene_types) if plan.scene_types else None)
     best_path = Path(best_configs) if best_configs else (Path(plan.best_configs) if plan.best_configs else None)
-    lookup = load_scene_type_lookup(scene_types_path) if scene_types_path else None
     best = load_best_configs(best_path) if best_path else None
+    lookup = load_scene_type_lookup(scene_types_path, best) if scene_types_path else None
     resolver = RuleResolver(plan, store.list_config_ids(predictions_root), lookup, best,
                             per_type_views=per_type_views(predictions_root))
     dataset = layout.open_dataset(data_root, split_list=split_list)
@@ -149,7 +149,7 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
 def _stored_object_ids(predictions_root: Path, configs: list[str], video: str) -> list[int]:
     """Object ids of a video: the union over the configs that hold it complete (a clear error if none does)."""
     object_ids: list[int] = []
-    configs = [*configs, *(store.view_folder(PER_TYPE_FOLDER, view) for view in per_type_views(predictions_root))]
+    configs = [*configs, *per_object_folders(predictions_root)]
     for config in configs:
         video_dir = predictions_root / config / video
         if store.is_complete(video_dir):
