@@ -114,7 +114,8 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     printed = capsys.readouterr().out
     table = pd.read_csv(out / "demo_table.csv")
     assert list(table["name"]) == ["copy first frame", "untrained", "base", "fine-tuned, SAM2 20/-10",
-                                   "fine-tuned, MASSeg 7.5/-4", "fine-tuned, tuned per type", "ensemble"]
+                                   "fine-tuned, MASSeg 7.5/-4", "fine-tuned, tuned per type",
+                                   "fine-tuned, learned policy", "ensemble"]
     assert table["jf"].between(0, 1).all()
     assert (table["ci_low"] <= table["jf"]).all() and (table["jf"] <= table["ci_high"]).all()
     assert (table["ci_low"] < table["ci_high"]).all()  # a real interval on every row, the ensemble's included
@@ -137,6 +138,7 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     assert len(pd.read_csv(out / "sweeps" / "demo" / "results.csv")) >= 4
     assert (out / "mss" / "val" / "best_configs.yaml").is_file()
     assert (out / "mss" / "val" / "holdout_summary.csv").is_file()
+    assert list(pd.read_csv(out / "mss" / "val" / "policy_comparison.csv")["policy"]) == ["fixed", "per_type", "learned", "oracle"]
     assert (out / "plans" / "val.yaml").is_file()
     # the ensemble's views (configs/demo.yaml: the mirror and the second best trial) were stored and scored on val
     selection = yaml.safe_load((out / "plans" / "val.yaml").read_text())["selection"]

@@ -6,9 +6,10 @@ Stages (each one the same function its own command calls, so the demo is also th
 2. ``train-sweep``: Ray Tune fine-tunes the bundled tiny base checkpoint (it plays the part of SAM2's official
    checkpoint; ``configs/checkpoints/README.md`` records the command and seed that made it) over loss weights and
    augmentation probabilities, ASHA stopping the weak trials.
-3. ``tune-mss --study val``: one Optuna study per scene type on the validation split, with the held-out estimate.
+3. ``tune-mss --study val --policy learned``: one Optuna study per scene type on the validation split, with the
+   held-out estimate, and the learned policy (a tree over first-frame features) compared on the same folds.
 4. ``infer`` on val and test with SAM2's 20/-10, MASSeg's 7.5/-4 and the tuned per-type configurations (one engine
-   pass each), also under the ensemble's views (``ensemble.flip``: the mirrored videos; ``ensemble.trials``: the
+   pass each; on test also each object's learned-policy configuration, ``infer --policy``), also under the ensemble's views (``ensemble.flip``: the mirrored videos; ``ensemble.trials``: the
    next best sweep trials' checkpoints), ``ensemble --select-on val`` chooses the fusion, ``ensemble`` applies it
    to test, and ``submission check`` runs on the zip it wrote (a failing check stops the demo with the problems).
 5. ``evaluate`` every row against the synthetic test ground truth, with a bootstrap interval over videos, and each
@@ -58,6 +59,7 @@ STAGE_GAINS = (
     ("fine-tuned, MASSeg 7.5/-4", "fine-tuned, SAM2 20/-10", "MASSeg's fixed scaling"),
     ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
     ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
+    ("fine-tuned, learned policy", "fine-tuned, tuned per type", "learned policy vs tuned per type"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
 )
 
@@ -206,10 +208,11 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     tuned_checkpoint = str(sweep.best_checkpoint)
     print(f"best trial: val J&F {sweep.best_val_jf:.4f}, checkpoint {tuned_checkpoint}")
 
-    _step(f"3/5 tune-mss --study val: {cfg.mss.trials} trials per scene type, batches of {cfg.mss.batch}, "
-          f"{cfg.mss.cv_folds}-fold held-out estimate")
-    tuned = tune_mss(cfg, study="val", checkpoint=tuned_checkpoint, progress=progress)
+    _step(f"3/5 tune-mss --study val --policy learned: {cfg.mss.trials} trials per scene type, batches of "
+          f"{cfg.mss.batch}, {cfg.mss.cv_folds}-fold held-out estimate")
+    tuned = tune_mss(cfg, study="val", checkpoint=tuned_checkpoint, progress=progress, policy="learned")
     best_configs_path = MssResults(tuned.out_dir).best_configs
+    policy_path = MssResults(tuned.out_dir).policy  # --- learned policy (issue 19): inferred on test, one row
     best = load_best_configs(best_configs_path)
     for scene_type, (scale, bias) in sorted(best.types.items()):
         print(f"  {scene_type:<10} scale {scale:7.3f}  bias {bias:8.3f}")
@@ -230,7 +233,8 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     view_pairs = sorted({best.default, *best.types.values(), *MssResults(tuned.out_dir).heldout_configs()})
     for split, lst in (("val", val_list), ("test", test_list)):
         run_inference(cfg.model.config, tuned_checkpoint, data_root, predictions / split, pairs, split_list=lst,
-                      per_type=best_configs_path, scene_types=scene_csv[split], device=cfg.model.device, progress=progress)
+                      per_type=best_configs_path, scene_types=scene_csv[split], device=cfg.model.device, progress=progress,
+                      policy=policy_path if split == "test" else None)
     for view, checkpoint, flip in views[1:]:
         run_inference(cfg.model.config, checkpoint, data_root, predictions / "val", view_pairs, split_list=val_list,
                       device=cfg.model.device, progress=progress, view=view, flip=flip)
@@ -280,7 +284,8 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
               evaluations / name)
     for name, folder, detail in (("fine-tuned, SAM2 20/-10", sam2_id, "best sweep trial"),
                                  ("fine-tuned, MASSeg 7.5/-4", masseg_id, "best sweep trial"),
-                                 ("fine-tuned, tuned per type", "per_type", "best_configs.yaml per scene type")):
+                                 ("fine-tuned, tuned per type", "per_type", "best_configs.yaml per scene type"),
+                                 ("fine-tuned, learned policy", "policy", "policy.yaml over first-frame features")):
         score(name, detail, write_masks(predictions / "test", folder, masks / "finetuned", test_dataset) / "Annotations",
               evaluations / folder)
     chosen = (plan.selection or {}).get("chosen", plan.default.method)
