@@ -47,7 +47,7 @@ from masseg_search.mss.studies import grid_values
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, BestConfigs
 from masseg_search.store.mss_results import MssResults
 from masseg_search.store.policy import Policy, save_policy
-from masseg_search.store.predictions import config_id, parse_config_id
+from masseg_search.store.predictions import config_id
 
 KEY_COLUMNS = ["video", "object_id", "scene_type"]
 ORACLE_NOTE = "upper bound: each object's best candidate, read from its own held-out J&F; never a result"
@@ -96,12 +96,13 @@ def final_candidates(mss: MssSection, best: BestConfigs) -> list[Config]:
     return _unique([*base_candidates(mss), *sorted(best.configs())])
 
 
-def _read_table(path: Path, configs: list[Config]) -> pd.DataFrame | None:
-    """The saved candidate rows when they cover ``configs`` (else None: the pass starts over)."""
+def _read_table(path: Path, configs: list[Config], needed: list[str]) -> pd.DataFrame | None:
+    """The saved candidate rows when they hold the ``needed`` columns and every one of ``configs`` (else None: the
+    pass starts over)."""
     if not path.is_file():
         return None
     table = pd.read_csv(path, dtype={"video": str, "scene_type": str})
-    if not all(config_id(*config) in table.columns for config in configs):
+    if not all(column in table.columns for column in [*needed, *(config_id(*config) for config in configs)]):
         return None
     return table
 
@@ -111,7 +112,7 @@ def candidate_table(objects: pd.DataFrame, configs: list[Config], scorer: PassSc
     """Every object under every candidate (see the module docstring); resumes from ``path``; None when stopped."""
     columns = [config_id(*config) for config in configs]
     keep = [*KEY_COLUMNS, *features]
-    saved = _read_table(path, configs)
+    saved = _read_table(path, configs, keep)
     done = set() if saved is None else set(saved["video"])
     parts = [] if saved is None else [saved[[*keep, *columns]]]
     todo = sorted(set(objects["video"]) - done)
@@ -235,21 +236,10 @@ def run_policy(objects: pd.DataFrame, scorer: PassScorer, mss: MssSection, holdo
     policy.study, policy.model_config, policy.checkpoint = study, model_config, checkpoint
     policy.heldout = {
         "folds": len(holdout.folds), "depth_cv_jf": {int(depth): float(value) for depth, value in depth_values.items()},
-        "comparison": {row["policy"]: {key: (float(value) if isinstance(value, (int, float, np.floating)) else value)
-                                       for key, value in row.items() if key not in ("policy", "note")}
+        "comparison": {row["policy"]: {key: value for key, value in row.items() if key not in ("policy", "note")}
                        for row in comparison.to_dict("records")},
         "note": "held-out J&F of each policy fit on the other folds (policy_comparison.csv); the oracle is an upper bound",
     }
     save_policy(results.policy, policy)
     plot_policy(policy, comparison, results.policy_plot)
     return PolicyResult(policy, comparison, per_object, folds, table)
-
-
-def candidate_configs_of(table_path: Path) -> list[Config]:
-    """The candidate configurations of a saved candidate table (its config-id columns)."""
-    columns = pd.read_csv(table_path, nrows=0).columns
-    configs = []
-    for column in columns:
-        if column.startswith("s") and "_b" in column:
-            configs.append(parse_config_id(column))
-    return configs
