@@ -236,8 +236,10 @@ def run_policy(objects: pd.DataFrame, scorer: PassScorer, mss: MssSection, holdo
     policy.study, policy.model_config, policy.checkpoint = study, model_config, checkpoint
     policy.heldout = {
         "folds": len(holdout.folds), "depth_cv_jf": {int(depth): float(value) for depth, value in depth_values.items()},
-        "comparison": {row["policy"]: {key: value for key, value in row.items() if key not in ("policy", "note")}
-                       for row in comparison.to_dict("records")},
+        "comparison": {row.policy: {column: int(getattr(row, column)) if column in ("objects", "videos")
+                                    else float(getattr(row, column)) for column in comparison.columns
+                                    if column not in ("policy", "note")}
+                       for row in comparison.itertuples(index=False)},
         "note": "held-out J&F of each policy fit on the other folds (policy_comparison.csv); the oracle is an upper bound",
     }
     save_policy(results.policy, policy)

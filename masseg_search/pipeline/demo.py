@@ -59,7 +59,7 @@ STAGE_GAINS = (
     ("fine-tuned, MASSeg 7.5/-4", "fine-tuned, SAM2 20/-10", "MASSeg's fixed scaling"),
     ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
     ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
-    ("fine-tuned, learned policy", "fine-tuned, tuned per type", "learned policy vs tuned per type"),
+    ("fine-tuned, learned policy", "fine-tuned, tuned per type", "learned policy vs per type"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
 )
 
