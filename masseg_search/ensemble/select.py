@@ -194,6 +194,9 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
     names = list(videos) if videos is not None else dataset.video_names
     if not names:
         raise MassegError("no validation videos", data_root, "pass a split list with videos")
+    if not predictions_root.is_dir():
+        raise MassegError("predictions folder not found", predictions_root,
+                          "pass --predictions results/predictions/<split> as written by `masseg-search infer`")
     available = store.list_config_ids(predictions_root)
     complete_any = [c for c in available if all(store.is_complete(predictions_root / c / v) for v in names)]
     complete = [c for c in complete_any if store.config_view(c) is None]  # the base view's configurations
@@ -235,7 +238,8 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
             notes.append(f"select scored with tune-mss's per-fold choices ({choices_file[0].name}): held out")
         else:
             select_plan = FusionPlan(RuleSpec("select"), best_configs=str(best_configs))
-            resolver = RuleResolver(select_plan, available, lookup, best, per_type_stored=per_type_stored)
+            resolver = RuleResolver(select_plan, available, lookup, best, per_type_stored=per_type_stored,
+                                    predictions_root=predictions_root)
             fixed["select"] = {v: resolver.rules_for_video(v, object_ids[v]) for v in names}
             notes.append("select scored with best_configs.yaml as given: optimistic if it was tuned on these videos")
     else:

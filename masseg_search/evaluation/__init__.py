@@ -4,14 +4,12 @@
 ``EvaluationResult``; ``jf_by_object`` maps (video, object_id) to J&F; ``FrameScorer`` scores frames one at a time
 (views and fusion choice stream them). No torch in this package.
 """
-from masseg_search.evaluation.davis import FrameScorer, VideoScores, first_frame_object_ids, score_video
-from masseg_search.evaluation.evaluate import (
-    PROTOCOLS,
-    EvaluationResult,
-    evaluate_predictions,
-    jf_by_object,
-    open_ground_truth,
-)
+from masseg_search.evaluation.dataset import EvaluationResult, evaluate_predictions, jf_by_object, open_ground_truth
+from masseg_search.evaluation.metric import first_frame_object_ids
+from masseg_search.evaluation.protocols import PROTOCOLS
+from masseg_search.evaluation.protocols.davis import FrameScorer
+from masseg_search.evaluation.scores import VideoScores
+from masseg_search.evaluation.video import score_video
 
 __all__ = [
     "PROTOCOLS",

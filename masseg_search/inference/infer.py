@@ -70,10 +70,11 @@ def _object_keys(best: BestConfigs, table: Any, source: str | None) -> dict[tupl
 
 
 def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]],
-                        choosers: dict[str, tuple[BestConfigs, dict[tuple[str, int], str]]]
+                        choosers: dict[str, tuple[BestConfigs, dict[tuple[str, int], str], str | None]]
                         ) -> tuple[dict[int, list[tuple[float, float]]], dict[str, dict[int, tuple[float, float]]]]:
     """Every object's configurations (the shared list plus its own choice of each chooser: ``per_type`` for
-    --per-type, ``policy`` for --policy) and, per chooser's folder, each object's choice."""
+    --per-type, ``policy`` for --policy) and, per chooser's folder, each object's choice. A chooser is (best, its
+    key per object, the scene-type CSV they came from)."""
     from masseg_search.model.engine import check_video
 
     checked = check_video(video)
@@ -81,10 +82,10 @@ def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]],
     chosen: dict[str, dict[int, tuple[float, float]]] = {folder: {} for folder in choosers}
     for obj in checked.object_ids:
         pairs = list(configs)
-        for folder, (best, keys) in choosers.items():
+        for folder, (best, keys, source) in choosers.items():
             key = keys.get((video.name, obj))
             if key is None:
-                raise MassegError(f"video {video.name!r} object {obj} has no row in the scene-type table",
+                raise MassegError(f"video {video.name!r} object {obj} has no row in the scene-type table", source,
                                   fix="recompute the scene-type CSV for this dataset (masseg-search data scene-types)")
             chosen[folder][obj] = best.for_type(key)
             pairs.append(chosen[folder][obj])
@@ -144,7 +145,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
         choosers = {}
         if bests:
             table, source = _object_table(dataset, scene_types, todo)
-            choosers = {folder: (best, _object_keys(best, table, source)) for folder, best in bests.items()}
+            choosers = {folder: (best, _object_keys(best, table, source), source) for folder, best in bests.items()}
         device = resolve_device(device)
         engine = MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device,
                                    flip=flip)

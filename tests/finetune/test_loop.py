@@ -38,7 +38,7 @@ def test_run_validates_every_epoch_and_writes_sam2_checkpoints(two_epoch_run) ->
         assert 0.0 <= record.val_jf <= 1.0 and record.val_objects > 0
         assert record.steps == 3 * record.epoch and record.iterations_per_second > 0
         assert 0 < record.train_cpu_seconds < 10 * record.train_seconds  # one torch thread (conftest): CPU ~ wall
-        assert set(record.loss_terms) == {"loss_mask", "loss_dice", "loss_iou", "loss_class", "loss_sim"}
+        assert set(record.loss_terms) == {"loss_mask", "loss_dice", "loss_iou", "loss_class", "loss_sim", "sim_anchors"}
     state = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
     assert {"model", "optimizer", "epoch", "steps", "loss", "best_meter_values"} <= set(state)
     assert state["epoch"] == 2 and state["steps"] == 6

@@ -17,70 +17,32 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from masseg_search.data import layout
+from masseg_search.data.scene_types import load_scene_types
 from masseg_search.errors import MassegError
-from masseg_search.evaluation import mosev2
-from masseg_search.evaluation.davis import (
-    FrameScorer,
-    VideoScores,
-    check_prediction_ids,
-    davis_statistics,
-    first_frame_object_ids,
-    single_threaded_opencv,
-)
+from masseg_search.evaluation.metric import first_frame_object_ids
+from masseg_search.evaluation.protocols import ScoringProtocol, get_protocol
+from masseg_search.evaluation.scores import VideoScores
+from masseg_search.evaluation.video import single_threaded_opencv
 
-PROTOCOLS = ("davis", "mosev2")
-DAVIS_GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
-DAVIS_OBJECT_COLUMNS = ["J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
 SCENE_TYPE_COLUMNS = ["video", "object_id", "scene_type"]
 GLOBAL_FILE, PER_OBJECT_FILE, PER_FRAME_FILE, PER_SCENE_TYPE_FILE = "global.csv", "per_object.csv", "per_frame.csv", "per_scene_type.csv"
 
 
 # ----------------------------------------------------------------------------------------------------- tables
-def davis_object_rows(scores: VideoScores) -> list[dict]:
-    """Per-object DAVIS statistics (Mean, Recall, Decay of J and F) of one video."""
-    rows = []
-    for row, object_id in enumerate(scores.object_ids):
-        j_mean, j_recall, j_decay = davis_statistics(scores.j[row])
-        f_mean, f_recall, f_decay = davis_statistics(scores.f[row])
-        rows.append(
-            {
-                "Sequence": f"{scores.video}_{object_id}",
-                "J-Mean": j_mean,
-                "J-Recall": j_recall,
-                "J-Decay": j_decay,
-                "F-Mean": f_mean,
-                "F-Recall": f_recall,
-                "F-Decay": f_decay,
-                "video": scores.video,
-                "object_id": object_id,
-            }
-        )
-    return rows
-
-
-def davis_global_row(per_object: pd.DataFrame) -> dict:
-    """Global DAVIS means over objects (in table order, as the official code averages its lists)."""
-    means = {column: float(np.mean(per_object[column].to_numpy(dtype=np.float64))) for column in DAVIS_OBJECT_COLUMNS}
-    return {"J&F-Mean": (means["J-Mean"] + means["F-Mean"]) / 2, **means}
-
-
-def _per_frame_table(video_scores: list[VideoScores], protocol: str) -> pd.DataFrame:
-    columns: dict[str, list[np.ndarray]] = {"video": [], "object_id": [], "frame": [], "J": [], "F": []}
-    if protocol == "mosev2":
-        columns.update({"F_dot": [], "gt_empty": []})
+def _per_frame_table(video_scores: list[VideoScores], protocol: ScoringProtocol) -> pd.DataFrame:
+    columns: dict[str, list[np.ndarray]] = {"video": [], "object_id": [], "frame": []}
+    columns.update({name: [] for name, _ in protocol.frame_columns})
     for scores in video_scores:
         frames = len(scores.frame_names)
         for row, object_id in enumerate(scores.object_ids):
             columns["video"].append(np.full(frames, scores.video, dtype=object))
             columns["object_id"].append(np.full(frames, object_id, dtype=np.int64))
             columns["frame"].append(np.asarray(scores.frame_names, dtype=object))
-            columns["J"].append(scores.j[row])
-            columns["F"].append(scores.f[row])
-            if protocol == "mosev2":
-                columns["F_dot"].append(scores.f_dot[row])
-                columns["gt_empty"].append(scores.gt_empty[row])
+            for name, attribute in protocol.frame_columns:
+                columns[name].append(getattr(scores, attribute)[row])
     return pd.DataFrame({name: (np.concatenate(parts) if parts else []) for name, parts in columns.items()})
 
 
@@ -88,8 +50,6 @@ def load_scene_type_table(scene_types: pd.DataFrame | str | Path) -> pd.DataFram
     """A scene-type table (columns ``video, object_id, scene_type``, others ignored) from a DataFrame or CSV."""
     source = None
     if not isinstance(scene_types, pd.DataFrame):
-        from masseg_search.data.scene_types import load_scene_types
-
         source = Path(scene_types)
         scene_types = load_scene_types(source)
     missing = [column for column in SCENE_TYPE_COLUMNS if column not in scene_types.columns]
@@ -103,7 +63,9 @@ def load_scene_type_table(scene_types: pd.DataFrame | str | Path) -> pd.DataFram
     return table
 
 
-def _per_scene_type_table(per_object: pd.DataFrame, scene_types: pd.DataFrame | str | Path, protocol: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _per_scene_type_table(
+    per_object: pd.DataFrame, scene_types: pd.DataFrame | str | Path, protocol: ScoringProtocol
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-object table with a scene_type column, one row of global means per scene type)."""
     table = load_scene_type_table(scene_types)
     merged = per_object.merge(table, on=["video", "object_id"], how="left", validate="one_to_one")
@@ -115,10 +77,9 @@ def _per_scene_type_table(per_object: pd.DataFrame, scene_types: pd.DataFrame | 
             scene_types if not isinstance(scene_types, pd.DataFrame) else None,
             "compute the scene types for this dataset and split with `masseg-search data scene-types`",
         )
-    global_row = mosev2.global_row if protocol == "mosev2" else davis_global_row
     rows = []
     for scene_type, group in merged.groupby("scene_type", sort=True):
-        rows.append({"scene_type": scene_type, "objects": len(group), **global_row(group)})
+        rows.append({"scene_type": scene_type, "objects": len(group), **protocol.global_row(group)})
     return merged, pd.DataFrame(rows)
 
 
@@ -136,7 +97,7 @@ class EvaluationResult:
 
     def object_columns(self) -> list[str]:
         """The per-object statistic columns written to ``per_object.csv`` after ``Sequence``."""
-        return mosev2.OBJECT_COLUMNS if self.protocol == "mosev2" else DAVIS_OBJECT_COLUMNS
+        return get_protocol(self.protocol).object_columns
 
     def write(self, out_dir: str | Path) -> Path:
         """Write global.csv, per_object.csv, per_frame.csv (and per_scene_type.csv) atomically; return the folder."""
@@ -169,23 +130,19 @@ def tables_from_scores(
     """Build an :class:`EvaluationResult` from in-memory :class:`VideoScores` (e.g. from ``score_video``)."""
     if not video_scores:
         raise MassegError("no video to evaluate", fix="check the ground-truth folder and the split list")
-    object_rows = mosev2.object_rows if protocol == "mosev2" else davis_object_rows
-    per_object = pd.DataFrame([row for scores in video_scores for row in object_rows(scores)])
-    global_row = mosev2.global_row if protocol == "mosev2" else davis_global_row
-    global_table = pd.DataFrame([global_row(per_object)])
+    rules = get_protocol(protocol)
+    per_object = pd.DataFrame([row for scores in video_scores for row in rules.object_rows(scores)])
+    global_table = pd.DataFrame([rules.global_row(per_object)])
     per_scene_type = None
     if scene_types is not None:
-        per_object, per_scene_type = _per_scene_type_table(per_object, scene_types, protocol)
-    return EvaluationResult(protocol, global_table, per_object, _per_frame_table(video_scores, protocol), per_scene_type, video_scores)
+        per_object, per_scene_type = _per_scene_type_table(per_object, scene_types, rules)
+    return EvaluationResult(protocol, global_table, per_object, _per_frame_table(video_scores, rules), per_scene_type, video_scores)
 
 
 def jf_by_object(result: EvaluationResult) -> dict[tuple[str, int], float]:
     """(video, object_id) -> the object's J&F mean (J&Ḟ under the MOSEv2 protocol)."""
     table = result.per_object
-    if result.protocol == "mosev2":
-        values = table["J&F_dot-Mean"].to_numpy(dtype=np.float64)
-    else:
-        values = (table["J-Mean"].to_numpy(dtype=np.float64) + table["F-Mean"].to_numpy(dtype=np.float64)) / 2
+    values = get_protocol(result.protocol).object_jf(table)
     return {(str(video), int(object_id)): float(value) for video, object_id, value in zip(table["video"], table["object_id"], values)}
 
 
@@ -218,13 +175,9 @@ def score_video_files(
             f"no prediction for video {video!r}", pred_dir, "predict every video of the split, or pass --allow-missing to score it as empty"
         )
     height, width = first_gt.shape
-    if protocol == "mosev2":
-        scorer = mosev2.MoseV2FrameScorer(height, width, object_ids, method)
-    else:
-        scorer = FrameScorer(height, width, object_ids, method)
+    scorer = get_protocol(protocol).frame_scorer(height, width, object_ids, method)
     empty = np.zeros((height, width), dtype=np.uint8)
     predicted_names = {path.name for path in layout.list_files(pred_dir, (".png",))} if pred_present else set()
-    davis = protocol != "mosev2"
     for gt_path in gt_paths[1:-1]:
         gt = layout.read_mask(gt_path)
         if gt.shape != (height, width):
@@ -245,12 +198,7 @@ def score_video_files(
             raise MassegError(
                 f"prediction frame missing for video {video!r}", pred_path, "write a PNG for every frame, or pass --allow-missing to score it as empty"
             )
-        if davis:  # the DAVIS scorer checks the predicted ids within its box pass
-            scorer.add(gt, pred, check_ids=predicted, where=pred_path)
-        else:
-            if predicted:
-                check_prediction_ids(pred, object_ids, pred_path)
-            scorer.add(gt, pred)
+        scorer.add(gt, pred, check_ids=predicted, where=pred_path)
         del gt, pred  # before the next decode, which can then reuse their memory while it is still in cache
     return scorer.result(video, [path.stem for path in gt_paths[1:-1]])
 
@@ -289,8 +237,7 @@ def evaluate_predictions(
     names. ``scene_types``: a DataFrame or CSV with ``video, object_id, scene_type`` adds ``per_scene_type``.
     ``method="plain"`` uses the full-frame reference implementation (for checks and benchmarks).
     """
-    if protocol not in PROTOCOLS:
-        raise MassegError(f"unknown protocol {protocol!r}", fix="use --protocol davis or --protocol mosev2")
+    get_protocol(protocol)  # an unknown name fails before any file is read
     dataset = open_ground_truth(gt_root, split_list)
     names = list(dataset.video_names)
     if videos is not None:
@@ -306,9 +253,6 @@ def evaluate_predictions(
             raise MassegError(f"no ground-truth annotations for video {name!r}", dataset.annotation_root / name, "check the split list against the dataset")
     pred_dataset = layout.open_annotations(pred_root)
     jobs = [(name, dataset.annotation_root / name, pred_dataset.annotation_root / name, allow_missing, protocol, method) for name in names]
-
-    from tqdm import tqdm
-
     workers = int(workers) if workers else (os.cpu_count() or 1)
     bar = tqdm(total=len(jobs), desc=f"evaluate ({protocol})", unit="video", disable=not progress)
     video_scores: list[VideoScores] = []

@@ -19,20 +19,17 @@ script prints percentages rounded to 2 decimals).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from masseg_search.evaluation.davis import (
-    BOUNDARY_THRESHOLD,
-    VideoScores,
-    Workspace,
-    boundary_f,
-    boundary_f_plain,
-    object_frames,
-    object_frames_plain,
-)
+from masseg_search.evaluation.kernels import Workspace
+from masseg_search.evaluation.kernels.crop import boundary_f, object_frames
+from masseg_search.evaluation.metric import BOUNDARY_THRESHOLD, boundary_f_plain, check_prediction_ids, object_frames_plain
+from masseg_search.evaluation.protocols.base import ScoringProtocol
+from masseg_search.evaluation.scores import VideoScores
 
 ADAPTIVE_THRESHOLD = 0.1
 OBJECT_COLUMNS = [
@@ -47,7 +44,6 @@ OBJECT_COLUMNS = [
     "Reappear-F_dot",
 ]
 GLOBAL_COLUMNS = ["J&F_dot-Mean", "J-Mean", "F_dot-Mean", "F-Mean", "J&F-Mean", "Disappear-J&F_dot", "Reappear-J&F_dot"]
-FRAME_COLUMNS = ["J", "F_dot", "F", "gt_empty"]
 
 
 class MoseV2FrameScorer:
@@ -71,8 +67,14 @@ class MoseV2FrameScorer:
             radius = np.ceil(ADAPTIVE_THRESHOLD * self.diagonal)
         return min(self.diagonal_radius, radius)
 
-    def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        """Score one frame, appending (J, F_dot, F, gt_empty) per object."""
+    def add(self, gt: np.ndarray, pred: np.ndarray, check_ids: bool = False, where: str | Path | None = None) -> None:
+        """Score one frame, appending (J, F_dot, F, gt_empty) per object.
+
+        ``check_ids``: first raise as :func:`check_prediction_ids` does (naming ``where``) when ``pred`` holds an id
+        that is not an object (a pass of its own: the crops do not see it).
+        """
+        if check_ids:
+            check_prediction_ids(pred, self.object_ids, where)
         if self.method == "fast":
             measured_objects = object_frames(gt, pred, self.object_ids, self.workspace)
         else:
@@ -173,3 +175,19 @@ def global_row(per_object: pd.DataFrame) -> dict:
         "Disappear-J&F_dot": disappear,
         "Reappear-J&F_dot": reappear,
     }
+
+
+def object_jf(per_object: pd.DataFrame) -> np.ndarray:
+    """Each object's J&Ḟ."""
+    return per_object["J&F_dot-Mean"].to_numpy(dtype=np.float64)
+
+
+MOSEV2 = ScoringProtocol(
+    name="mosev2",
+    frame_scorer=MoseV2FrameScorer,
+    object_rows=object_rows,
+    global_row=global_row,
+    object_jf=object_jf,
+    object_columns=OBJECT_COLUMNS,
+    frame_columns=(("J", "j"), ("F", "f"), ("F_dot", "f_dot"), ("gt_empty", "gt_empty")),
+)
