@@ -12,6 +12,7 @@ from masseg_search.config import ProjectConfig
 from masseg_search.data.layout import Dataset, open_dataset
 from masseg_search.data.scene_types import save_scene_types, scene_type_table
 from masseg_search.errors import MassegError
+from masseg_search.model.build import load_state_dict_file
 from masseg_search.mss.holdout import HoldoutResult, run_holdout
 from masseg_search.mss.outputs import write_outputs
 from masseg_search.mss.passes import EnginePassWorker, LocalPassScorer, RayPassScorer
@@ -76,8 +77,8 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
     batch = batch or mss.batch
     folds = mss.cv_folds if cv is None else cv
     checkpoint = checkpoint or config.model.checkpoint
-    if checkpoint and not Path(checkpoint).is_file():
-        raise MassegError("checkpoint not found", checkpoint, "pass --checkpoint with an existing file (or null for random weights)")
+    if checkpoint:
+        load_state_dict_file(checkpoint)  # a bad file is named here, not inside an engine worker
     out_dir = Path(mss.results_dir) / study
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = open_validation_split(config)
