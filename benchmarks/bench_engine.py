@@ -67,10 +67,7 @@ def write_video(root: Path, name: str, objects: int, height: int, width: int, fr
     return open_dataset(root).video(name)
 
 
-def _timed(function: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def stored_bytes(outputs: dict) -> int:
@@ -87,7 +84,7 @@ def logits_by_config(results: dict) -> dict[tuple[float, float], dict[int, np.nd
 class Runner:
     """The three contenders on one video, each run returning (seconds, outputs, stage timer, peak memory)."""
 
-    def __init__(self, args: argparse.Namespace, checkpoint: Path):
+    def __init__(self, args: argparse.Namespace, checkpoint: Path, clock: Callable[[], float]):
         import sam2.sam2_video_predictor as predictor_module
 
         from masseg_search.model.build import build_model, build_plain_predictor
@@ -100,22 +97,23 @@ class Runner:
                                                      args.device, logits_dtype=np.float32, fast_modules=False)
         self.plain = build_plain_predictor(args.model_config, checkpoint, device=args.device)
         self.predictor_module = predictor_module
+        self.clock = clock
 
     def _measure(self, function: Callable[[], Any], model: Any, io_targets: list, stages: bool) -> tuple:
         import torch
 
-        timer = StageTimer(model, self.device_type, io_targets)
+        timer = StageTimer(model, self.device_type, io_targets, self.clock)
         with PeakMemory(self.device_type) as memory:
             if stages:
                 timer.__enter__()
             try:
                 if self.device_type == "cuda":
                     torch.cuda.synchronize()
-                start = time.perf_counter()
+                start = self.clock()
                 outputs = function()
                 if self.device_type == "cuda":
                     torch.cuda.synchronize()
-                seconds = time.perf_counter() - start
+                seconds = self.clock() - start
             finally:
                 timer.__exit__()
         return seconds, outputs, timer, memory
@@ -148,10 +146,16 @@ def main() -> None:
     parser.add_argument("--stage-pass", choices=("auto", "inline", "separate"), default="auto",
                         help="time the stages inside the timed runs (inline, CPU's default) or in one extra run per "
                              "contender (separate, CUDA's default: the stage hooks synchronise)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall-clock time, or the process's CPU time (CPU only; with --threads 1 it is the work "
+                             "done, which other processes on a shared machine barely change)")
     parser.add_argument("--warmup-frames", type=int, default=2, help="frames of the warm-up video (0 = no warm-up)")
     parser.add_argument("--out", default="results/bench/engine.json")
     args = parser.parse_args()
     args.model_config = SHIPPED.get(args.model_config, args.model_config)
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu measures CPU time: use it with --device cpu")
+    clock = CLOCKS[args.clock]
 
     import torch
 
@@ -164,7 +168,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
     checkpoint = args.checkpoint or init_checkpoint(args.model_config, tmp / "random.pt", seed=0)
     video = write_video(tmp / "data", "bench", args.objects, args.height, args.width, args.frames)
-    runner = Runner(args, checkpoint)
+    runner = Runner(args, checkpoint, clock)
     engine = runner.engine
     objects = sorted(int(i) for i in np.unique(video.first_annotation()[1]) if i)
 
@@ -179,15 +183,18 @@ def main() -> None:
     with torch.inference_mode():  # the image encoder alone: what sharing it across configurations can save
         image = torch.zeros(1, 3, engine.image_size, engine.image_size, device=args.device)
         timings = []
-        for _ in range(5):
+        for _ in range(3):
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
-            timings.append(_timed(lambda: engine.model.forward_image(image)))
+            start = clock()
+            engine.model.forward_image(image)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
+            timings.append(clock() - start)
         encoder_ms = 1000 * min(timings)
     print(f"{args.model_config}: {engine.image_size} px, {sum(p.numel() for p in engine.model.parameters()) / 1e6:.1f}M "
-          f"parameters; image encoder {encoder_ms:.1f} ms/frame", flush=True)
+          f"parameters; image encoder {encoder_ms:.1f} ms/frame ({args.clock} clock, {torch.get_num_threads()} "
+          f"threads)", flush=True)
     rows = []
     plain_one_run = None
     for k in [int(v) for v in args.ks.split(",")]:
@@ -240,16 +247,16 @@ def main() -> None:
     if args.long_frames:
         plain = runner.plain
         long_video = write_video(tmp / "long", "long", 1, args.height, args.width, args.long_frames)
-        start = time.perf_counter()
+        start = clock()
         engine.predict_video(long_video, {1: CONFIGS[:1]})
-        engine_seconds = time.perf_counter() - start
+        engine_seconds = clock() - start
         plain.sigmoid_scale_for_mem_enc, plain.sigmoid_bias_for_mem_enc = CONFIGS[0]
         state = plain.init_state(video_path=str(long_video.image_dir))
         plain.add_new_mask(state, 0, 1, long_video.first_annotation()[1] == 1)
-        start = time.perf_counter()
+        start = clock()
         for _ in plain.propagate_in_video(state):
             pass
-        plain_seconds = time.perf_counter() - start
+        plain_seconds = clock() - start
         outputs = state["output_dict_per_obj"][0]
         memory = {"frames": args.long_frames,
                   "engine_stored_frames": engine.peak_stored_frames, "engine_stored_bytes": engine.peak_stored_bytes,
@@ -265,6 +272,7 @@ def main() -> None:
               "parameters": sum(p.numel() for p in engine.model.parameters()),
               "objects": len(objects), "frames": args.frames, "repeats": args.repeats,
               "image_encoder_ms_per_frame": round(encoder_ms, 1), "stage_pass": "separate" if separate else "inline",
+              "clock": args.clock,
               "plain_one_run_stages_ms_per_frame": {stage: round(value, 2) for stage, value in plain_one_run.items()},
               "video_size": [args.height, args.width], "threads": torch.get_num_threads(), "device": args.device,
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__,

@@ -4,6 +4,9 @@
   prompt encoder), memory encoder, and in frame loading (I/O: decode, resize, normalise), via forward hooks on the
   submodules and a wrapper around the loader. On CUDA each hook synchronises, so a timed run is slower than an
   untimed one: time the stages in a pass of their own there. Whatever is in no stage is SAM2's glue ("other").
+  ``clock`` picks the time: wall-clock seconds (``time.perf_counter``, the default) or the process's CPU seconds
+  (``time.process_time``), which other processes on a shared CPU barely change (with one torch thread, CPU time
+  is the work done; with several, it also counts their waiting).
 * :class:`PeakMemory`: the peak of ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident
   set (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``; a sampling thread where that is refused).
 * :func:`sharing_bound`: the speed-up K configurations can get from sharing the image encoder and frame loading
@@ -39,8 +42,10 @@ class StageTimer:
     ``(engine, "_load_frame")`` or ``(sam2.sam2_video_predictor, "load_video_frames")``.
     """
 
-    def __init__(self, model: Any, device_type: str, io_targets: list[tuple[Any, str]] = ()):
+    def __init__(self, model: Any, device_type: str, io_targets: list[tuple[Any, str]] = (),
+                 clock: Callable[[], float] = time.perf_counter):
         self.model = model
+        self.clock = clock
         self.device_type = device_type
         self.io_targets = list(io_targets)
         self.seconds = {stage: 0.0 for stage in STAGES}
@@ -52,25 +57,25 @@ class StageTimer:
     def _pre_hook(self, stage: str) -> Callable:
         def hook(module: Any, args: Any) -> None:
             _synchronize(self.device_type)
-            self._started[stage] = time.perf_counter()
+            self._started[stage] = self.clock()
         return hook
 
     def _post_hook(self, stage: str) -> Callable:
         def hook(module: Any, args: Any, output: Any) -> None:
             _synchronize(self.device_type)
-            self.seconds[stage] += time.perf_counter() - self._started.pop(stage)
+            self.seconds[stage] += self.clock() - self._started.pop(stage)
             self.calls[stage] += 1
         return hook
 
     def _timed_io(self, function: Callable) -> Callable:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             _synchronize(self.device_type)
-            start = time.perf_counter()
+            start = self.clock()
             try:
                 return function(*args, **kwargs)
             finally:
                 _synchronize(self.device_type)
-                self.seconds["io"] += time.perf_counter() - start
+                self.seconds["io"] += self.clock() - start
                 self.calls["io"] += 1
         return wrapper
 
