@@ -318,9 +318,9 @@ def parity_section(bench: Bench, videos: list[tuple[Video, np.ndarray]]) -> dict
 
 # -------------------------------------------------------------------------------------------------- fps, memory
 def fps_section(bench: Bench, video: Video, ks: list[int], repeats: int, frames: int,
-                out_of_time: Callable[[], bool]) -> dict[str, Any]:
-    """Frames/s and per-stage times of the engine and of plain SAM2 run K times, for each K."""
-    separate = bench.device_type == "cuda"  # the stage hooks synchronise: time the stages in a pass of their own
+                out_of_time: Callable[[], bool], separate: bool) -> dict[str, Any]:
+    """Frames/s and per-stage times of the engine and of plain SAM2 run K times, for each K; ``separate``: time
+    the stages in a pass of their own (on CUDA the stage hooks synchronise, which would slow the timed runs)."""
     everything = set(bench.fast_to_sam2)
     contenders = {"engine": lambda k, stages: bench.engine_run(video, CONFIGS[:k], fast=everything, stages=stages),
                   "engine_sam2_modules": lambda k, stages: bench.engine_run(video, CONFIGS[:k], fast=set(), stages=stages),
@@ -403,6 +403,8 @@ def main() -> None:
     parser.add_argument("--memory-frames", help="video lengths for the memory section, e.g. 100,300")
     parser.add_argument("--parity-videos", type=int)
     parser.add_argument("--parity-frames", type=int)
+    parser.add_argument("--stage-pass", choices=("auto", "inline", "separate"), default="auto",
+                        help="stages timed inside the timed runs (CPU's default) or in a pass of their own (CUDA's)")
     parser.add_argument("--budget-s", type=float, help="start no section after this many seconds (0 = no limit)")
     parser.add_argument("--out", default=str(Path(os.environ.get("OUT", REPO / "results/bench")) / "gpu_bench.json"))
     args = parser.parse_args()
@@ -477,7 +479,9 @@ def main() -> None:
         if record["parity"] is None:
             record["sections_skipped"].append("parity")
         write()
-        record["fps"] = fps_section(bench, fps_video, ks, int(settings["repeats"]), settings["fps_frames"], out_of_time)
+        separate = args.stage_pass == "separate" or (args.stage_pass == "auto" and bench.device_type == "cuda")
+        record["fps"] = fps_section(bench, fps_video, ks, int(settings["repeats"]), settings["fps_frames"], out_of_time,
+                                    separate)
         if record["fps"]["skipped_ks"]:
             record["sections_skipped"].append(f"fps K={record['fps']['skipped_ks']}")
         write()
