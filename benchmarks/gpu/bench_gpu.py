@@ -38,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -432,7 +433,7 @@ def main() -> None:
         "mode": "quick" if args.quick else "full", "device": device, "python": platform.python_version(),
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
-        "settings": settings, "sections_skipped": [], "load_average_1_5_15_min": {"before": os.getloadavg()}}
+        "settings": settings, "sections_skipped": [], "section_errors": {}, "load_average_1_5_15_min": {"before": os.getloadavg()}}
 
     def write() -> None:
         record["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -475,20 +476,30 @@ def main() -> None:
         record["setup_s"] = round(time.perf_counter() - started, 1)
         write()
 
-        record["parity"] = parity_section(bench, parity_videos) if not out_of_time() else None
-        if record["parity"] is None:
-            record["sections_skipped"].append("parity")
-        write()
         separate = args.stage_pass == "separate" or (args.stage_pass == "auto" and bench.device_type == "cuda")
-        record["fps"] = fps_section(bench, fps_video, ks, int(settings["repeats"]), settings["fps_frames"], out_of_time,
-                                    separate)
-        if record["fps"]["skipped_ks"]:
+        sections: list[tuple[str, Callable[[], dict]]] = [
+            ("parity", lambda: parity_section(bench, parity_videos)),
+            ("fps", lambda: fps_section(bench, fps_video, ks, int(settings["repeats"]), settings["fps_frames"],
+                                        out_of_time, separate)),
+            ("memory", lambda: memory_section(bench, long_video, tmp / "memory", lengths, max(ks), out_of_time))]
+        for name, section in sections:  # one failing section leaves the others' figures (one shot on a lent GPU)
+            record[name] = None
+            if out_of_time():
+                record["sections_skipped"].append(name)
+                continue
+            try:
+                record[name] = section()
+            except Exception:
+                record["section_errors"][name] = traceback.format_exc(limit=-6)[-3000:]
+                print(f"section {name} failed:\n{record['section_errors'][name]}", file=sys.stderr, flush=True)
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            write()
+        if record["fps"] and record["fps"]["skipped_ks"]:
             record["sections_skipped"].append(f"fps K={record['fps']['skipped_ks']}")
-        write()
-        record["memory"] = memory_section(bench, long_video, tmp / "memory", lengths, max(ks), out_of_time)
-        if len(record["memory"]["engine"]) < len(lengths):
+        if record["memory"] and len(record["memory"]["engine"]) < len(lengths):
             record["sections_skipped"].append("memory (some lengths)")
-        record["complete"] = not record["sections_skipped"]
+        record["complete"] = not record["sections_skipped"] and not record["section_errors"]
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["complete"] = False
@@ -497,6 +508,8 @@ def main() -> None:
         write()
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"written to {out} ({record['elapsed_s']} s)", flush=True)
+    if record["section_errors"]:
+        raise SystemExit(f"sections failed: {', '.join(record['section_errors'])} (tracebacks in {out})")
 
 
 def _distribution_version(name: str) -> str | None:

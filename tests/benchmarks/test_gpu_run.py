@@ -27,7 +27,8 @@ def record(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_run_is_complete(record: dict) -> None:
-    assert record["complete"] and record["sections_skipped"] == [] and "error" not in record
+    assert record["complete"] and record["sections_skipped"] == [] and record["section_errors"] == {}
+    assert "error" not in record
     assert (record["mode"], record["device"], record["model_config"]) == ("quick", "cpu", "tiny128")
     assert record["sam2"] == "1.1.0" and record["parameters"] > 0
     assert record["fast_modules"], "the engine swapped in no fast module"
