@@ -18,9 +18,11 @@ Tiny model (the default), and SAM2.1's shipped models at their real size (1024 p
 
     .venv/bin/python benchmarks/bench_engine.py --model-config tiny256 --objects 3 --frames 24 --threads 2
     .venv/bin/python benchmarks/bench_engine.py --model-config hiera_t --objects 3 --frames 4 --height 240 \\
-        --width 320 --ks 1,4 --repeats 1 --long-frames 0
+        --width 320 --ks 1,4 --repeats 1 --long-frames 0 --clock cpu --threads 1
 
-On CUDA the stage hooks synchronise, so there the stages are timed in a pass of their own (``--stage-pass``).
+On CUDA the stage hooks synchronise, so there the stages are timed in a pass of their own (``--stage-pass``). On a
+shared CPU, ``--clock cpu --threads 1`` times in the process's CPU time, which other jobs change much less than
+wall-clock time (benchmarks/README.md has the real-size figures).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ from masseg_search.data.layout import Video, open_dataset, write_mask  # noqa: E
 CONFIGS = [(20.0, -10.0), (7.5, -4.0), (40.0, -20.0), (2.0, 0.0), (12.0, -6.0), (5.0, -2.0), (30.0, -15.0), (1.0, 0.0)]
 # SAM2.1's shipped models, as sam2 installs them (all 1024 px)
 SHIPPED = {f"hiera_{size}": f"configs/sam2.1/sam2.1_hiera_{size}.yaml" for size in ("t", "s", "b+", "l")}
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def write_video(root: Path, name: str, objects: int, height: int, width: int, frames: int) -> Video:
@@ -65,9 +68,6 @@ def write_video(root: Path, name: str, objects: int, height: int, width: int, fr
         Image.fromarray(image).save(root / "JPEGImages" / name / f"{index:05d}.jpg", quality=95)
     write_mask(root / "Annotations" / name / "00000.png", masks[0])
     return open_dataset(root).video(name)
-
-
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def stored_bytes(outputs: dict) -> int:
@@ -100,6 +100,7 @@ class Runner:
         self.clock = clock
 
     def _measure(self, function: Callable[[], Any], model: Any, io_targets: list, stages: bool) -> tuple:
+        """(seconds, outputs, stage timer, peak memory) of one call of ``function``; stages timed when ``stages``."""
         import torch
 
         timer = StageTimer(model, self.device_type, io_targets, self.clock)
@@ -119,11 +120,13 @@ class Runner:
         return seconds, outputs, timer, memory
 
     def engine_run(self, video: Video, objects: list[int], k: int, sam2_modules: bool = False, stages: bool = True) -> tuple:
+        """One engine pass over every object under the first ``k`` configurations."""
         engine = self.sam2_modules_engine if sam2_modules else self.engine
         return self._measure(lambda: engine.predict_video(video, {obj: CONFIGS[:k] for obj in objects}),
                              engine.model, [(engine, "_load_frame")], stages)
 
     def plain_run(self, video: Video, k: int, stages: bool = True) -> tuple:
+        """Plain SAM2 run once per configuration (the first ``k``); outputs: per run, object id -> logits."""
         from masseg_search.model.engine import reference_predict_video
 
         return self._measure(lambda: [reference_predict_video(self.plain, video, scale, bias)[0] for scale, bias in CONFIGS[:k]],
