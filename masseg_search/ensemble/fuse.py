@@ -318,7 +318,7 @@ def _load_config(predictions_root: Path, video: str, config: str, object_ids: li
         if not (path / store.META_FILE).is_file():
             continue
         prediction = _cached(cache, per_object_folder, path, object_ids)
-        stored = {i: store.config_id(*pair, view) for i, pair in (prediction.object_configs or {}).items()}
+        stored = {i: store.config_id(store.as_knobs(pair), view=view) for i, pair in (prediction.object_configs or {}).items()}
         wrong = [i for i in object_ids if stored.get(i) != config]
         if not wrong:
             return prediction

@@ -71,6 +71,7 @@ def _score_video(job: _VideoJob) -> dict[str, dict[int, float]]:
     if len(gt) < 3:
         raise MassegError(f"video {video.name} has {len(gt)} frames; J&F needs at least 3", video.image_dir, "leave it out of the validation list")
     height, width = gt[0].shape
+    # the objects the candidates predict; the official set's other ids would add one value to every candidate
     object_ids = first_frame_object_ids(gt[0])
     cache: dict[str, store.VideoPrediction] = {}
     scores = {}
@@ -154,7 +155,7 @@ def with_views(rule: FusionRule, views: tuple[str, ...]) -> FusionRule:
     probabilities (``logit-mean`` stays a logit mean); ``rule`` itself without views."""
     if not views:
         return rule
-    configs = tuple(rule.configs) + tuple(store.config_id(*store.parse_config_id(c), v) for v in views for c in rule.configs)
+    configs = tuple(rule.configs) + tuple(store.config_id(store.parse_config_id(c), view=v) for v in views for c in rule.configs)
     return FusionRule("logit-mean" if rule.method == "logit-mean" else "mean", configs)
 
 
@@ -178,8 +179,8 @@ def _select_plan_with_views(best: Any, views: tuple[str, ...], best_configs: str
     """``select`` fused over views, written out as per-scene-type rules (the default config for other types). With
     a learned policy the rules name its leaves, and the plan keeps the policy's path so that applying it sends each
     object to its leaf."""
-    def rule(pair: tuple[float, float]) -> RuleSpec:
-        return _spec_with_views(RuleSpec("single", (store.config_id(*pair),)), views)
+    def rule(knobs: store.Knobs) -> RuleSpec:
+        return _spec_with_views(RuleSpec("single", (store.config_id(knobs),)), views)
 
     return FusionPlan(rule(best.default), {scene_type: rule(pair) for scene_type, pair in sorted(best.types.items())},
                       best_configs=str(best_configs) if best.policy is not None else None)

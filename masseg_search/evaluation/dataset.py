@@ -4,7 +4,9 @@ global / per-object / per-frame / per-scene-type tables and write them as CSV at
 Ground truth: a MOSE or DAVIS root (``layout.open_dataset``) or a bare ``Annotations`` tree; a split list selects
 videos. Predictions: an ``Annotations``-style tree ``<video>/<frame>.png`` (indexed PNGs, pixel = object id), frames
 matched to the ground truth by name, as the official DAVIS code does. Only the scored frames (all annotated frames
-but the first and last) are read. No torch here.
+but the first and last) are read. Objects: the official set ``1..max(first frame id)`` by default, the first
+frame's ids with ``objects="present"`` (``metric.object_ids_of``), or each video's list in a MOSEv2 / YouTube-VOS
+``meta.json`` (``meta=``), as the MOSEv2 scorer takes them. No torch here.
 """
 from __future__ import annotations
 
@@ -22,12 +24,13 @@ from tqdm import tqdm
 from masseg_search.data import layout
 from masseg_search.data.scene_types import load_scene_types
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.metric import first_frame_object_ids
+from masseg_search.evaluation.metric import OBJECT_SETS, first_frame_object_ids, object_ids_of
 from masseg_search.evaluation.protocols import ScoringProtocol, get_protocol
 from masseg_search.evaluation.scores import VideoScores
 from masseg_search.evaluation.video import single_threaded_opencv
 
 SCENE_TYPE_COLUMNS = ["video", "object_id", "scene_type"]
+NOT_IN_FIRST_FRAME = "not in first frame"  # the scene type of a scored object absent from the first frame
 GLOBAL_FILE, PER_OBJECT_FILE, PER_FRAME_FILE, PER_SCENE_TYPE_FILE = "global.csv", "per_object.csv", "per_frame.csv", "per_scene_type.csv"
 
 
@@ -69,6 +72,9 @@ def _per_scene_type_table(
     """(per-object table with a scene_type column, one row of global means per scene type)."""
     table = load_scene_type_table(scene_types)
     merged = per_object.merge(table, on=["video", "object_id"], how="left", validate="one_to_one")
+    # Scene types come from the first frame: an object absent from it (official object set, --meta) has none.
+    absent = merged["scene_type"].isna() & ~merged["in_first_frame"].astype(bool)
+    merged.loc[absent, "scene_type"] = NOT_IN_FIRST_FRAME
     untyped = merged[merged["scene_type"].isna()]
     if len(untyped):
         sample = ", ".join(untyped["Sequence"].head(5))
@@ -131,7 +137,12 @@ def tables_from_scores(
     if not video_scores:
         raise MassegError("no video to evaluate", fix="check the ground-truth folder and the split list")
     rules = get_protocol(protocol)
-    per_object = pd.DataFrame([row for scores in video_scores for row in rules.object_rows(scores)])
+    rows = []
+    for scores in video_scores:
+        present = None if scores.first_frame_ids is None else set(scores.first_frame_ids)
+        for row in rules.object_rows(scores):
+            rows.append({**row, "in_first_frame": present is None or row["object_id"] in present})
+    per_object = pd.DataFrame(rows)
     global_table = pd.DataFrame([rules.global_row(per_object)])
     per_scene_type = None
     if scene_types is not None:
@@ -147,6 +158,37 @@ def jf_by_object(result: EvaluationResult) -> dict[tuple[str, int], float]:
 
 
 # ------------------------------------------------------------------------------------------------ reading files
+def read_meta_objects(meta_path: str | Path) -> dict[str, list[int]]:
+    """video -> its object ids, from a MOSEv2 / YouTube-VOS ``meta.json`` (``{"videos": {video: {"objects": ...}}}``,
+    ``objects`` a list of ids or a dict keyed by id; ids may be strings, as YouTube-VOS writes them)."""
+    meta_path = Path(meta_path)
+    if not meta_path.is_file():
+        raise MassegError("meta file not found", meta_path, "pass the split's meta.json (the one the MOSEv2 scorer reads)")
+    try:
+        videos = json.loads(meta_path.read_text())["videos"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MassegError(f"meta file is not JSON ({exc})", meta_path, "pass the split's meta.json") from None
+    except (KeyError, TypeError):
+        raise MassegError('meta file has no "videos" object', meta_path, 'it needs {"videos": {VIDEO: {"objects": [IDS]}}}') from None
+    if not isinstance(videos, dict):
+        raise MassegError('"videos" in the meta file is not an object', meta_path, 'it needs {"videos": {VIDEO: {"objects": [IDS]}}}')
+    objects: dict[str, list[int]] = {}
+    for video, entry in videos.items():
+        listed = entry.get("objects") if isinstance(entry, dict) else None
+        if not isinstance(listed, (list, dict)):
+            raise MassegError(f'video {video!r} in the meta file has no "objects" list', meta_path, 'give each video "objects": [IDS]')
+        try:
+            ids = sorted({int(i) for i in listed})
+        except (TypeError, ValueError):
+            raise MassegError(f"video {video!r} in the meta file lists an object id that is not an integer", meta_path,
+                              "object ids are the mask values 1..254") from None
+        if any(not 0 < i < 255 for i in ids):
+            raise MassegError(f"video {video!r} in the meta file lists object ids {ids}, outside 1..254", meta_path,
+                              "object ids are the mask values 1..254")
+        objects[str(video)] = ids
+    return objects
+
+
 def score_video_files(
     video: str,
     gt_dir: Path,
@@ -154,8 +196,13 @@ def score_video_files(
     allow_missing: bool = False,
     protocol: str = "davis",
     method: str = "fast",
+    objects: str = "official",
+    object_ids: Sequence[int] | None = None,
 ) -> VideoScores:
-    """Score one video from its ground-truth and prediction folders (PNG per frame, matched by name)."""
+    """Score one video from its ground-truth and prediction folders (PNG per frame, matched by name).
+
+    The objects are ``object_ids`` when given (from a meta file), else the ``objects`` set of the first frame.
+    """
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     gt_paths = layout.list_files(gt_dir, (".png",))
     if len(gt_paths) < 3:
@@ -166,16 +213,21 @@ def score_video_files(
             "evaluate on a split whose videos are annotated on every frame (e.g. a held-out train split)",
         )
     first_gt = layout.read_mask(gt_paths[0])
-    object_ids = first_frame_object_ids(first_gt)
+    first_ids = first_frame_object_ids(first_gt)
+    object_ids = object_ids_of(first_gt, objects) if object_ids is None else [int(i) for i in object_ids]
     if not object_ids:
-        raise MassegError("the first ground-truth frame has no object", gt_paths[0], "every evaluated video needs objects in its first frame")
+        raise MassegError("the video has no object to score", gt_paths[0], "every evaluated video needs objects in its first frame (or in --meta)")
     pred_present = pred_dir.is_dir()
     if not pred_present and not allow_missing:
         raise MassegError(
-            f"no prediction for video {video!r}", pred_dir, "predict every video of the split, or pass --allow-missing to score it as empty"
+            f"no prediction for video {video!r}",
+            pred_dir,
+            "predict every video of the split, or pass --allow-missing to score it by the protocol's rule (davis: as empty "
+            "masks; mosev2: J = F = 0)",
         )
     height, width = first_gt.shape
-    scorer = get_protocol(protocol).frame_scorer(height, width, object_ids, method)
+    rules = get_protocol(protocol)
+    scorer = rules.frame_scorer(height, width, object_ids, method)
     empty = np.zeros((height, width), dtype=np.uint8)
     predicted_names = {path.name for path in layout.list_files(pred_dir, (".png",))} if pred_present else set()
     for gt_path in gt_paths[1:-1]:
@@ -200,7 +252,9 @@ def score_video_files(
             )
         scorer.add(gt, pred, check_ids=predicted, where=pred_path)
         del gt, pred  # before the next decode, which can then reuse their memory while it is still in cache
-    return scorer.result(video, [path.stem for path in gt_paths[1:-1]])
+    scores = scorer.result(video, [path.stem for path in gt_paths[1:-1]])
+    scores.first_frame_ids = first_ids
+    return scores if pred_present else rules.missing_prediction(scores)
 
 
 def _score_job(job: tuple) -> VideoScores:
@@ -230,14 +284,25 @@ def evaluate_predictions(
     protocol: str = "davis",
     method: str = "fast",
     progress: bool = True,
+    objects: str = "official",
+    meta: str | Path | None = None,
 ) -> EvaluationResult:
     """Score the predicted masks under ``pred_root`` against the ground truth under ``gt_root``.
 
     ``workers``: processes over videos (0 or None = one per core). ``videos`` restricts the evaluation to those
-    names. ``scene_types``: a DataFrame or CSV with ``video, object_id, scene_type`` adds ``per_scene_type``.
-    ``method="plain"`` uses the full-frame reference implementation (for checks and benchmarks).
+    names. ``scene_types``: a DataFrame or CSV with ``video, object_id, scene_type`` adds ``per_scene_type``
+    (objects absent from the first frame get the type ``"not in first frame"``). ``objects``: ``"official"``
+    (ids ``1..max`` of the first frame, as davis2017-evaluation) or ``"present"`` (the first frame's ids);
+    ``meta``: a ``meta.json`` whose per-video ``objects`` are scored instead (as the MOSEv2 scorer does).
+    ``allow_missing``: a missing prediction frame scores as an empty mask, a missing video by the protocol's rule
+    (DAVIS: empty masks; MOSEv2: J = F = 0). ``method="plain"`` uses the full-frame reference implementation.
     """
     get_protocol(protocol)  # an unknown name fails before any file is read
+    if objects not in OBJECT_SETS:
+        raise MassegError(f"unknown object set {objects!r}", fix="use " + " or ".join(repr(name) for name in OBJECT_SETS))
+    if meta is not None and objects != "official":
+        raise MassegError(f"both objects={objects!r} and a meta file choose the objects", meta, "pass one of them")
+    meta_objects = read_meta_objects(meta) if meta is not None else None
     dataset = open_ground_truth(gt_root, split_list)
     names = list(dataset.video_names)
     if videos is not None:
@@ -251,8 +316,14 @@ def evaluate_predictions(
     for name in names:
         if not (dataset.annotation_root / name).is_dir():
             raise MassegError(f"no ground-truth annotations for video {name!r}", dataset.annotation_root / name, "check the split list against the dataset")
+    if meta_objects is not None:
+        unlisted = [name for name in names if name not in meta_objects]
+        if unlisted:
+            raise MassegError(f"{len(unlisted)} video(s) to score are not in the meta file (e.g. {unlisted[:5]})", meta,
+                              "pass the meta.json of the split being scored")
     pred_dataset = layout.open_annotations(pred_root)
-    jobs = [(name, dataset.annotation_root / name, pred_dataset.annotation_root / name, allow_missing, protocol, method) for name in names]
+    jobs = [(name, dataset.annotation_root / name, pred_dataset.annotation_root / name, allow_missing, protocol, method,
+             objects, None if meta_objects is None else meta_objects[name]) for name in names]
     workers = int(workers) if workers else (os.cpu_count() or 1)
     bar = tqdm(total=len(jobs), desc=f"evaluate ({protocol})", unit="video", disable=not progress)
     video_scores: list[VideoScores] = []
@@ -268,5 +339,6 @@ def evaluate_predictions(
     bar.close()
     result = tables_from_scores(video_scores, protocol, scene_types)
     result.sources = {"gt_root": str(Path(gt_root).resolve()), "pred_root": str(Path(pred_root).resolve()),
-                      "split_list": str(Path(split_list).resolve()) if split_list else None, "protocol": protocol}
+                      "split_list": str(Path(split_list).resolve()) if split_list else None, "protocol": protocol,
+                      "objects": "meta" if meta is not None else objects, "meta": str(Path(meta).resolve()) if meta is not None else None}
     return result

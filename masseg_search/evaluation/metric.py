@@ -3,8 +3,11 @@
 Rules (davis2017-evaluation, semi-supervised task):
 
 - Frames: every annotated frame of the ground truth in name order; the first and the last are not scored.
-- Objects: the ids present in the ground truth's first frame (void 255 excluded). A ground-truth pixel of 255
-  (void) or of an id that is not in the first frame counts as background.
+- Objects (the official set): ids ``1..max(first frame)``, void 255 excluded, so also an id in that range that is
+  absent from the first frame. Such an object either appears later (it is scored: a semi-supervised method was not
+  given it, so it usually gets J = 0 where it is visible) or never (an empty-GT object: J = F = 1 on every frame
+  where the prediction is empty too). :data:`OBJECT_SETS` also offers ``"present"``: the first frame's ids only.
+  A ground-truth pixel of 255 (void) or of an id that is not an object counts as background.
 - J (region): ``|G & P| / |G | P|``; 1 when both are empty.
 - F (boundary): the boundary maps of G and P (``seg2bmap``: a pixel is a boundary pixel when it differs from its
   right, lower or lower-right neighbour; on the last row only the right neighbour counts, on the last column only
@@ -21,8 +24,6 @@ Where this differs from the official code, on purpose:
   NumPy 2 the last edge + 1 wraps to 0 at 256 frames (an empty last bin: Decay NaN) and larger edges wrap beyond
   that; we use 64-bit edges, which give the official value for every shorter sequence (checked bit for bit) and
   the intended first-quarter-minus-last-quarter value for long ones.
-- Objects are the ids present in the first frame; the official code scores ``1..max(first frame)``, so for
-  non-contiguous ids it also scores phantom objects that are empty in the ground truth.
 
 The plain full-frame reference (:func:`score_frame_plain`) is what the fast kernels
 (:mod:`masseg_search.evaluation.kernels`) are tested against, bit for bit.
@@ -181,12 +182,31 @@ def nonzero_ids(labels: np.ndarray, peel_limit: int = 16) -> list[int]:
 
 
 def first_frame_object_ids(first_gt: np.ndarray) -> list[int]:
-    """The objects of a video: the ids in its first ground-truth frame, without background 0 and void 255."""
+    """The ids present in a video's first ground-truth frame, without background 0 and void 255 (the objects a
+    semi-supervised method is given, and the ``"present"`` object set)."""
     return [i for i in nonzero_ids(first_gt) if i != VOID_ID]
 
 
+OBJECT_SETS = ("official", "present")
+
+
+def object_ids_of(first_gt: np.ndarray, objects: str = "official") -> list[int]:
+    """The objects scored for a video, from its first ground-truth frame.
+
+    ``"official"``: ``1..max(first frame)`` (void excluded), as davis2017-evaluation builds its object list, so an
+    id missing from the first frame is scored too. ``"present"``: the ids in the first frame. They are equal when
+    the first frame's ids are contiguous from 1.
+    """
+    present = first_frame_object_ids(first_gt)
+    if objects == "present":
+        return present
+    if objects == "official":
+        return list(range(1, present[-1] + 1)) if present else []
+    raise MassegError(f"unknown object set {objects!r}", fix="use " + " or ".join(repr(name) for name in OBJECT_SETS))
+
+
 def check_prediction_ids(pred: np.ndarray, object_ids: Sequence[int], where: str | Path | None = None) -> None:
-    """A predicted id that is not an object of the ground truth's first frame is an error (naming ``where``)."""
+    """A predicted id that is not one of ``object_ids`` (the video's scored objects) is an error naming ``where``."""
     if not pred.size:
         return
     highest = int(cv2.minMaxLoc(pred)[1])
@@ -197,10 +217,17 @@ def check_prediction_ids(pred: np.ndarray, object_ids: Sequence[int], where: str
     unknown = sorted(set(int(i) for i in present) - {0} - known)
     if unknown:
         raise MassegError(
-            f"predicted object id(s) {unknown} are not in the ground truth's first frame (objects {sorted(known)})",
+            f"predicted object id(s) {unknown} are not in the ground truth's objects {_id_list(sorted(known))}",
             where,
-            "predict only the objects of the first ground-truth frame (0 = background)",
+            "write only 0 and the video's objects (from its first ground-truth frame, or the ones --meta lists)",
         )
+
+
+def _id_list(ids: list[int]) -> str:
+    """Ids as text, a contiguous run from 1 written ``1..N``."""
+    if len(ids) > 3 and ids == list(range(1, len(ids) + 1)):
+        return f"1..{len(ids)}"
+    return str(ids)
 
 
 def davis_statistics(values: np.ndarray) -> tuple[float, float, float]:

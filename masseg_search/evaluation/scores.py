@@ -12,7 +12,9 @@ class VideoScores:
 
     ``j``/``f`` are the DAVIS values, except under ``protocol="mosev2"`` where ``j`` is the smoothed
     ``(I+1)/(U+1)`` and ``f`` the boundary F at the image-diagonal radius; MOSEv2 adds ``f_dot`` (size-adaptive
-    radius) and ``gt_empty``.
+    radius) and ``gt_empty``. ``first_frame_ids``: the ids present in the ground truth's first frame (the scored
+    objects may hold more, see ``metric.object_ids_of``), None when unknown. ``prediction_missing``: the prediction
+    folder was absent and the protocol's rule for that gave the scores (``--allow-missing``).
     """
 
     video: str
@@ -23,6 +25,8 @@ class VideoScores:
     protocol: str = "davis"
     f_dot: np.ndarray | None = None
     gt_empty: np.ndarray | None = None
+    first_frame_ids: list[int] | None = None
+    prediction_missing: bool = False
 
     def object_j_and_f_means(self) -> dict[int, float]:
         """object id -> (J-Mean + F-Mean) / 2 over the scored frames, with Ḟ for F where the protocol measures it

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.metric import first_frame_object_ids
+from masseg_search.evaluation.metric import first_frame_object_ids, object_ids_of
 from masseg_search.evaluation.protocols import get_protocol
 from masseg_search.evaluation.scores import VideoScores
 
@@ -41,19 +41,22 @@ def score_video(
     video: str = "video",
     method: str = "fast",
     protocol: str = "davis",
+    objects: str = "official",
 ) -> VideoScores:
     """Score one video in memory under the DAVIS rules (or ``protocol="mosev2"``).
 
     ``gt_masks`` and ``pred_masks`` hold every frame of the video, first and last included ((T, H, W) uint8 id
-    masks, or lists of (H, W) ones); frames 1..T-2 are scored. ``object_ids`` defaults to the ids of the first
-    ground-truth frame; a predicted id outside them is an error. ``method="plain"`` uses the full-frame reference.
+    masks, or lists of (H, W) ones); frames 1..T-2 are scored. ``object_ids`` defaults to the ``objects`` set of
+    the first ground-truth frame (``"official"``: ids 1..max, as the evaluator; ``"present"``: the ids it holds);
+    callers that track objects pass theirs. A predicted id outside them is an error. ``method="plain"`` uses the
+    full-frame reference.
     """
     gt_frames, pred_frames = _as_frames(gt_masks, "gt_masks"), _as_frames(pred_masks, "pred_masks")
     if len(gt_frames) != len(pred_frames):
         raise MassegError(f"{len(gt_frames)} ground-truth frames but {len(pred_frames)} predicted frames for {video!r}")
     if len(gt_frames) < 3:
         raise MassegError(f"video {video!r} has {len(gt_frames)} frames: the first and last are not scored, so nothing is left")
-    object_ids = first_frame_object_ids(gt_frames[0]) if object_ids is None else [int(i) for i in object_ids]
+    object_ids = object_ids_of(gt_frames[0], objects) if object_ids is None else [int(i) for i in object_ids]
     names = [f"{index:05d}" for index in range(len(gt_frames))] if frame_names is None else list(frame_names)
     height, width = gt_frames[0].shape
     scorer = get_protocol(protocol).frame_scorer(height, width, object_ids, method)
@@ -63,4 +66,6 @@ def score_video(
             if gt.shape != (height, width) or pred.shape != (height, width):
                 raise MassegError(f"frame {names[index]} of {video!r}: ground truth {gt.shape}, prediction {pred.shape}, first frame {(height, width)}")
             scorer.add(gt, pred, check_ids=True, where=f"{video}/{names[index]}")
-    return scorer.result(video, names[1:-1])
+    scores = scorer.result(video, names[1:-1])
+    scores.first_frame_ids = first_frame_object_ids(gt_frames[0])
+    return scores

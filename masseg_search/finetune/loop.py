@@ -30,7 +30,7 @@ import numpy as np
 from masseg_search.config import ProjectConfig, TrainSection, dump_config
 from masseg_search.data.layout import atomic_write_bytes, open_dataset, read_mask
 from masseg_search.errors import MassegError
-from masseg_search.evaluation import score_video
+from masseg_search.evaluation import first_frame_object_ids, score_video
 from masseg_search.model.build import (
     apply_state_dict,
     build_model,
@@ -212,7 +212,7 @@ class Validator:
         rows: list[ObjectScore] = []
         for video in self.videos:
             _, first_mask = video.first_annotation()
-            object_ids = sorted(int(i) for i in np.unique(first_mask) if i != 0)
+            object_ids = first_frame_object_ids(first_mask)  # void (255) is never an object
             if not object_ids:
                 continue
             with torch.inference_mode():

@@ -31,6 +31,7 @@ from masseg_search.data.scene_types import load_scene_types, scene_type_table
 from masseg_search.errors import MassegError
 from masseg_search.model.build import build_model, resolve_device
 from masseg_search.store.best_configs import BestConfigs, load_best_configs
+from masseg_search.store.knobs import Knobs, as_knobs
 from masseg_search.store.predictions import (
     VideoPrediction,
     check_view,
@@ -69,17 +70,17 @@ def _object_keys(best: BestConfigs, table: Any, source: str | None) -> dict[tupl
     return {(str(video), int(obj)): key for video, obj, key in zip(table["video"], table["object_id"], keys)}
 
 
-def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]],
+def _configs_per_object(video: Any, configs: Sequence[Knobs],
                         choosers: dict[str, tuple[BestConfigs, dict[tuple[str, int], str], str | None]]
-                        ) -> tuple[dict[int, list[tuple[float, float]]], dict[str, dict[int, tuple[float, float]]]]:
+                        ) -> tuple[dict[int, list[Knobs]], dict[str, dict[int, Knobs]]]:
     """Every object's configurations (the shared list plus its own choice of each chooser: ``per_type`` for
     --per-type, ``policy`` for --policy) and, per chooser's folder, each object's choice. A chooser is (best, its
     key per object, the scene-type CSV they came from)."""
     from masseg_search.model.engine import check_video
 
     checked = check_video(video)
-    per_object: dict[int, list[tuple[float, float]]] = {}
-    chosen: dict[str, dict[int, tuple[float, float]]] = {folder: {} for folder in choosers}
+    per_object: dict[int, list[Knobs]] = {}
+    chosen: dict[str, dict[int, Knobs]] = {folder: {} for folder in choosers}
     for obj in checked.object_ids:
         pairs = list(configs)
         for folder, (best, keys, source) in choosers.items():
@@ -93,14 +94,14 @@ def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]],
     return per_object, chosen
 
 
-def _per_type_prediction(results: dict[str, VideoPrediction], chosen: dict[int, tuple[float, float]]) -> VideoPrediction:
+def _per_type_prediction(results: dict[str, VideoPrediction], chosen: dict[int, Knobs]) -> VideoPrediction:
     """One prediction whose objects each come from their own type's configuration."""
     first = next(iter(results.values()))
     merged = VideoPrediction(video=first.video, frame_names=first.frame_names, height=first.height, width=first.width,
                              object_ids=sorted(chosen), first_frames={}, scale=None, bias=None,
-                             object_configs={obj: (float(s), float(b)) for obj, (s, b) in chosen.items()})
-    for obj, (scale, bias) in chosen.items():
-        source = results[config_id(scale, bias)]
+                             object_configs=dict(chosen))
+    for obj, knobs in chosen.items():
+        source = results[config_id(knobs)]
         merged.logits[obj] = source.logits[obj]
         merged.object_scores[obj] = source.object_scores[obj]
         merged.first_frames[obj] = source.first_frames[obj]
@@ -108,7 +109,7 @@ def _per_type_prediction(results: dict[str, VideoPrediction], chosen: dict[int, 
 
 
 def run_inference(model_config: str, checkpoint: str | Path | None, data_root: str | Path, out_dir: str | Path,
-                  configs: str | Sequence[tuple[float, float]] | None, split_list: str | Path | None = None,
+                  configs: str | Sequence[Knobs | tuple[float, float]] | None, split_list: str | Path | None = None,
                   per_type: str | Path | None = None, scene_types: Any = None, save_masks: bool = False,
                   device: str = "auto", skip_bad: bool = False, videos: Sequence[str] | None = None,
                   postprocess: bool = False, progress: bool = True, view: str | None = None,
@@ -124,7 +125,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
 
     from masseg_search.model.engine import MultiConfigEngine, check_video
 
-    pairs = parse_config_list(configs) if isinstance(configs, str) else [(float(s), float(b)) for s, b in (configs or [])]
+    pairs = parse_config_list(configs) if isinstance(configs, str) else [as_knobs(c) for c in (configs or [])]
     if not pairs and per_type is None and policy is None:
         raise MassegError("nothing to run: no --configs, --per-type or --policy",
                           fix='pass --configs "20,-10", --per-type best_configs.yaml or --policy policy.yaml')
@@ -137,7 +138,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     if unknown:
         raise MassegError(f"videos not in the dataset: {unknown[:5]}", data_root, "check the names against the split list")
     out_dir = Path(out_dir)
-    folders = [config_id(s, b, view) for s, b in pairs] + [view_folder(folder, view) for folder in bests]
+    folders = [config_id(knobs, view=view) for knobs in pairs] + [view_folder(folder, view) for folder in bests]
     todo = [n for n in names if not all(is_complete(out_dir / folder / n) for folder in folders)]
     logger.info("%d of %d videos already done in %s", len(names) - len(todo), len(names), out_dir)
     skipped: list[str] = []
@@ -164,10 +165,10 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                 continue
             for prediction in results.values():
                 prediction.view, prediction.flipped = view, flip
-            for scale, bias in pairs:
-                folder = config_id(scale, bias, view)
+            for knobs in pairs:
+                folder = config_id(knobs, view=view)
                 if not is_complete(out_dir / folder / name):
-                    save_video_prediction(out_dir / folder / name, results[config_id(scale, bias)])
+                    save_video_prediction(out_dir / folder / name, results[config_id(knobs)])
             for folder, per_object_choice in chosen.items():
                 merged = _per_type_prediction(results, per_object_choice)
                 merged.view, merged.flipped = view, flip
@@ -192,7 +193,7 @@ def _write_run_record(out_dir: Path, model_config: str, checkpoint: Any, pairs: 
     """Record what produces this view of the folder; resuming a view with another model into it is an error
     (results would mix): another model goes under another ``--view``."""
     record = {"model_config": str(model_config), "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-              "configs": [config_id(s, b, view) for s, b in pairs], "per_type": str(per_type) if per_type else None,
+              "configs": [config_id(knobs, view=view) for knobs in pairs], "per_type": str(per_type) if per_type else None,
               "policy": str(policy) if policy else None, "postprocess": postprocess, "view": view, "flip": flip}
     path = run_record_path(out_dir, view)
     if path.is_file():

@@ -93,7 +93,7 @@ def fold_candidates(mss: MssSection, holdout: HoldoutResult) -> dict[int, list[C
 
 def final_candidates(mss: MssSection, best: BestConfigs) -> list[Config]:
     """The baselines, the grid, and the final per-type choices (what the final policy may pick)."""
-    return _unique([*base_candidates(mss), *sorted(best.configs())])
+    return _unique([*base_candidates(mss), *sorted(knobs.pair for knobs in best.configs())])
 
 
 def _read_table(path: Path, configs: list[Config], needed: list[str]) -> pd.DataFrame | None:

@@ -37,6 +37,7 @@ from sklearn.tree import DecisionTreeRegressor
 from masseg_search.data.scene_types import FEATURES
 from masseg_search.errors import MassegError
 from masseg_search.mss.holdout import video_folds
+from masseg_search.store.knobs import Knobs, as_knobs
 from masseg_search.store.policy import Condition, Policy, PolicyRule, feature_value
 
 Config = tuple[float, float]
@@ -177,16 +178,25 @@ def fit_tree_policy(train: CandidateTable, allowed: list[Config], depth: int, se
         rule.objects = int(members.sum())
         if rule.objects:
             column = best_column(train.jf[members], columns)
-            rule.config = train.configs[column]
+            rule.config = as_knobs(train.configs[column])
             rule.jf = float(train.jf[members, column].mean())
     return policy
+
+
+def _candidate(knobs: Knobs) -> Config:
+    """A policy's configuration as a candidate (scale, bias); the candidates set no memory knob."""
+    if knobs.extras():
+        raise MassegError(f"the policy's configuration {knobs} sets memory knobs; candidates are (scale, bias) only",
+                          fix="a bug: fit the policy on the candidate table")
+    return knobs.pair
 
 
 def policy_columns(policy: Policy, table: CandidateTable) -> np.ndarray:
     """Per row of ``table``, the candidate column the policy chooses."""
     index = {config: i for i, config in enumerate(table.configs)}
-    leaf_configs = policy.leaf_configs()
-    chosen = [leaf_configs.get(leaf, policy.default) for leaf in policy.assign(table.objects)]
+    leaf_configs = {leaf: _candidate(knobs) for leaf, knobs in policy.leaf_configs().items()}
+    default = _candidate(policy.default)
+    chosen = [leaf_configs.get(leaf, default) for leaf in policy.assign(table.objects)]
     missing = sorted({config for config in chosen if config not in index})
     if missing:
         raise MassegError(f"the policy chooses {missing}, which are not candidates", fix="a bug: fit on the same candidates")

@@ -1,4 +1,5 @@
-"""`best_configs.yaml`: the (scale, bias) chosen per scene type by tune-mss, read by infer and ensemble.
+"""`best_configs.yaml`: the configuration (scale, bias and any memory knobs, see store.knobs) chosen per scene type
+by tune-mss, read by infer and ensemble.
 
 :func:`load_best_configs` also reads a learned policy (``policy.yaml``, :mod:`masseg_search.store.policy`): its
 leaves then play the part of scene types (``types`` maps each leaf to its configuration) and
@@ -13,6 +14,7 @@ Format::
     default: {scale: 20.0, bias: -10.0}        # for scene types the study did not cover
     types:
       small: {scale: 7.5, bias: -4.0, jf: 0.71, objects: 12}
+      crowded: {scale: 20.0, bias: -10.0, memory_stride: 2, admit_score: 0.0, jf: 0.64, objects: 9}
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import yaml
 
 from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
+from masseg_search.store.knobs import KNOB_FIELDS, Knobs, knobs_from_entry
 from masseg_search.store.policy import Policy, is_policy_data, policy_from_dict
 
 SAM2_DEFAULT = (20.0, -10.0)
@@ -33,17 +36,21 @@ MASSEG_BEST = (7.5, -4.0)
 
 @dataclass
 class BestConfigs:
-    """Scene type -> (scale, bias), with a default for types without an entry."""
+    """Scene type -> configuration (Knobs; (scale, bias) pairs are accepted), with a default for types without one."""
 
-    types: dict[str, tuple[float, float]]
-    default: tuple[float, float] = SAM2_DEFAULT
+    types: dict[str, Knobs]
+    default: Knobs = Knobs(*SAM2_DEFAULT)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     study: str | None = None
     model_config: str | None = None
     checkpoint: str | None = None
     policy: Policy | None = None  # set when read from a policy.yaml: ``types`` are then its leaves
 
-    def for_type(self, scene_type: str) -> tuple[float, float]:
+    def __post_init__(self) -> None:
+        self.types = {name: _as_knobs(config) for name, config in self.types.items()}
+        self.default = _as_knobs(self.default)
+
+    def for_type(self, scene_type: str) -> Knobs:
         """The configuration for ``scene_type`` (or a policy's leaf; the default if there is none)."""
         return self.types.get(scene_type, self.default)
 
@@ -53,7 +60,7 @@ class BestConfigs:
             return self.policy.assign(table, source)
         return [str(value) for value in table["scene_type"]]
 
-    def configs(self) -> set[tuple[float, float]]:
+    def configs(self) -> set[Knobs]:
         """Every configuration an object can get (each type's or leaf's, and the default)."""
         return {self.default, *self.types.values()}
 
@@ -65,11 +72,12 @@ def best_configs_from_policy(policy: Policy) -> BestConfigs:
                        policy.checkpoint, policy)
 
 
-def _pair(entry: Any, where: str, path: Path) -> tuple[float, float]:
-    try:
-        return float(entry["scale"]), float(entry["bias"])
-    except (TypeError, KeyError, ValueError):
-        raise MassegError(f"{where} needs numeric 'scale' and 'bias'", path, "write e.g. {scale: 7.5, bias: -4.0}") from None
+def _as_knobs(config: Any) -> Knobs:
+    return config if isinstance(config, Knobs) else Knobs(*config)
+
+
+def _pair(entry: Any, where: str, path: Path) -> Knobs:
+    return knobs_from_entry(entry, where, path)
 
 
 def load_best_configs(path: str | Path) -> BestConfigs:
@@ -94,10 +102,10 @@ def load_best_configs(path: str | Path) -> BestConfigs:
 def save_best_configs(path: str | Path, best: BestConfigs) -> None:
     """Write best_configs.yaml atomically."""
     types = {}
-    for name, (scale, bias) in best.types.items():
-        entry = {"scale": float(scale), "bias": float(bias)}
-        entry.update({k: v for k, v in best.details.get(name, {}).items() if k not in entry})
+    for name, knobs in best.types.items():
+        entry = knobs.as_dict()
+        entry.update({k: v for k, v in best.details.get(name, {}).items() if k not in entry and k not in KNOB_FIELDS})
         types[name] = entry
     data = {"study": best.study, "model_config": best.model_config, "checkpoint": best.checkpoint,
-            "default": {"scale": float(best.default[0]), "bias": float(best.default[1])}, "types": types}
+            "default": best.default.as_dict(), "types": types}
     atomic_write_bytes(Path(path), yaml.safe_dump(data, sort_keys=False).encode())

@@ -15,8 +15,8 @@ features are numbers. Format::
     rules:
       - leaf: leaf_1
         when: ["area_fraction <= 0.004211", "color_similarity > 0.61"]   # all must hold; [] = every object
-        scale: 7.5
-        bias: -4.0
+        scale: 7.5                                # the leaf's configuration: scale, bias and any memory knobs
+        bias: -4.0                                # (store.knobs, as in best_configs.yaml)
         objects: 12                               # validation objects in this leaf
         jf: 0.713                                 # their mean J&F under this configuration (in-sample)
     heldout: {...}                                # the held-out comparison (policy_comparison.csv), informational
@@ -37,6 +37,7 @@ import yaml
 
 from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
+from masseg_search.store.knobs import Knobs, as_knobs, knobs_from_entry, knobs_id
 
 POLICY_KIND = "mask-scaling-policy"
 ALONE_DISTANCE = 10.0  # nearest_distance of an object alone in its frame (inf in the scene-type table)
@@ -83,18 +84,21 @@ class PolicyRule:
 
     leaf: str
     conditions: list[Condition]
-    config: tuple[float, float]
+    config: Knobs
     objects: int = 0
     jf: float | None = None
+
+    def __post_init__(self) -> None:
+        self.config = as_knobs(self.config)
 
     def holds(self, features: Mapping[str, float]) -> bool:
         """True when every condition holds for these (already numeric) features."""
         return all(condition.holds(features[condition.feature]) for condition in self.conditions)
 
     def text(self) -> str:
-        """The rule in words: ``area_fraction <= 0.0042 and ... -> s7.5_b-4``."""
+        """The rule in words: ``area_fraction <= 0.0042 and ... -> s7.5_b-4`` (the configuration's id)."""
         when = " and ".join(condition.text() for condition in self.conditions) or "every object"
-        return f"{when} -> scale {self.config[0]:g}, bias {self.config[1]:g}"
+        return f"{when} -> {knobs_id(self.config)}"
 
 
 @dataclass
@@ -103,13 +107,16 @@ class Policy:
 
     features: list[str]
     rules: list[PolicyRule]
-    default: tuple[float, float]
+    default: Knobs
     depth: int = 0
     study: str | None = None
     model_config: str | None = None
     checkpoint: str | None = None
     heldout: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+
+    def __post_init__(self) -> None:
+        self.default = as_knobs(self.default)
 
     def leaf_for(self, features: Mapping[str, Any]) -> str:
         """The name of the first rule that holds (``default`` when none does)."""
@@ -119,12 +126,12 @@ class Policy:
                 return rule.leaf
         return "default"
 
-    def config_for(self, features: Mapping[str, Any]) -> tuple[float, float]:
-        """The (scale, bias) this policy gives an object with these features."""
+    def config_for(self, features: Mapping[str, Any]) -> Knobs:
+        """The configuration this policy gives an object with these features."""
         return self.leaf_configs().get(self.leaf_for(features), self.default)
 
-    def leaf_configs(self) -> dict[str, tuple[float, float]]:
-        """Leaf name -> (scale, bias)."""
+    def leaf_configs(self) -> dict[str, Knobs]:
+        """Leaf name -> configuration."""
         return {rule.leaf: rule.config for rule in self.rules}
 
     def assign(self, table: pd.DataFrame, source: str | Path | None = None) -> list[str]:
@@ -141,10 +148,10 @@ class Policy:
         return {
             "kind": POLICY_KIND, "study": self.study, "model_config": self.model_config, "checkpoint": self.checkpoint,
             "features": list(self.features), "depth": int(self.depth),
-            "default": {"scale": float(self.default[0]), "bias": float(self.default[1])},
-            "rules": [{"leaf": rule.leaf, "when": [c.text() for c in rule.conditions], "scale": float(rule.config[0]),
-                       "bias": float(rule.config[1]), "objects": int(rule.objects),
-                       "jf": None if rule.jf is None else float(rule.jf)} for rule in self.rules],
+            "default": self.default.as_dict(),
+            "rules": [{"leaf": rule.leaf, "when": [c.text() for c in rule.conditions], **rule.config.as_dict(),
+                       "objects": int(rule.objects), "jf": None if rule.jf is None else float(rule.jf)}
+                      for rule in self.rules],
             "heldout": self.heldout,
         }
 
@@ -152,13 +159,6 @@ class Policy:
 def is_policy_data(data: Any) -> bool:
     """True for the mapping of a policy file (it has ``rules``), False for a best_configs.yaml."""
     return isinstance(data, dict) and (data.get("kind") == POLICY_KIND or "rules" in data)
-
-
-def _pair(entry: Any, where: str, source: str | Path) -> tuple[float, float]:
-    try:
-        return float(entry["scale"]), float(entry["bias"])
-    except (TypeError, KeyError, ValueError):
-        raise MassegError(f"{where} needs numeric 'scale' and 'bias'", source, "write e.g. scale: 7.5, bias: -4.0") from None
 
 
 def policy_from_dict(data: Any, source: str | Path = "<policy>") -> Policy:
@@ -187,9 +187,9 @@ def policy_from_dict(data: Any, source: str | Path = "<policy>") -> Policy:
             raise MassegError(f"rules[{index}] reads {unknown}, which are not in 'features'", source,
                               "add them to 'features' or fix the condition")
         jf = entry.get("jf")
-        rules.append(PolicyRule(leaf, conditions, _pair(entry, f"rules[{index}]", source), int(entry.get("objects") or 0),
-                                None if jf is None else float(jf)))
-    return Policy(list(features), rules, _pair(data["default"], "default", source), int(data.get("depth") or 0),
+        rules.append(PolicyRule(leaf, conditions, knobs_from_entry(entry, f"rules[{index}]", source),
+                                int(entry.get("objects") or 0), None if jf is None else float(jf)))
+    return Policy(list(features), rules, knobs_from_entry(data["default"], "default", source), int(data.get("depth") or 0),
                   data.get("study"), data.get("model_config"), data.get("checkpoint"), dict(data.get("heldout") or {}),
                   str(source))
 
@@ -209,11 +209,6 @@ def load_policy(path: str | Path) -> Policy:
 def save_policy(path: str | Path, policy: Policy) -> None:
     """Write policy.yaml atomically."""
     atomic_write_bytes(Path(path), yaml.safe_dump(policy.to_dict(), sort_keys=False).encode())
-
-
-def policy_configs(policy: Policy) -> set[tuple[float, float]]:
-    """Every (scale, bias) the policy can give (its leaves' and the default)."""
-    return {policy.default, *(rule.config for rule in policy.rules)}
 
 
 def rules_text(rules: Iterable[PolicyRule]) -> list[str]:

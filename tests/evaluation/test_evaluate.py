@@ -53,7 +53,7 @@ def test_tables_match_in_memory_scores_and_csvs(gt_and_pred, tmp_path: Path) -> 
     gt_root, pred_root, arrays = gt_and_pred
     result = evaluate_predictions(gt_root, pred_root, progress=False)
     assert list(result.global_table.columns) == DAVIS_GLOBAL_COLUMNS
-    assert list(result.per_object.columns) == ["Sequence", *DAVIS_OBJECT_COLUMNS, "video", "object_id"]
+    assert list(result.per_object.columns) == ["Sequence", *DAVIS_OBJECT_COLUMNS, "video", "object_id", "in_first_frame"]
     assert result.per_object["Sequence"].tolist() == ["vid_a_1", "vid_a_2", "vid_b_1", "vid_b_2"]
     in_memory = score_video(*arrays["vid_b"], video="vid_b")
     frames = result.per_frame[result.per_frame["video"] == "vid_b"]
@@ -247,4 +247,4 @@ def test_write_records_what_was_scored(gt_and_pred, tmp_path: Path) -> None:
     out = evaluate_predictions(gt_root, pred_root, progress=False).write(tmp_path / "out")
     sources = json.loads((out / "evaluation.json").read_text())
     assert sources == {"gt_root": str(gt_root.resolve()), "pred_root": str(pred_root.resolve()), "split_list": None,
-                       "protocol": "davis"}
+                       "protocol": "davis", "objects": "official", "meta": None}

@@ -127,7 +127,7 @@ def test_per_type_gives_each_object_its_type_configuration(tiny_dataset, tiny_ch
     for row in rows:
         merged = load_video_prediction(out / PER_TYPE_ID / row["video"])
         expected = (7.5, -4.0) if row["scene_type"] == "small" else (20.0, -10.0)
-        assert merged.object_configs[row["object_id"]] == expected
+        assert merged.object_configs[row["object_id"]].pair == expected
         if row["scene_type"] == "regular":  # these objects also ran under the shared 20,-10: the same logits
             shared = load_video_prediction(out / "s20_b-10" / row["video"])
             np.testing.assert_array_equal(merged.logits[row["object_id"]], shared.logits[row["object_id"]])
@@ -151,13 +151,14 @@ def test_infer_policy_gives_each_object_its_leaf_configuration(tiny_dataset, tin
                  "--split-list", str(tiny_dataset / "val.txt"), "--per-type", str(best), "--policy", str(policy_path),
                  "--scene-types", str(types_csv), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     policy = load_policy(policy_path)
-    chosen = {(row["video"], row["object_id"]): policy.config_for(row) for row in table.to_dict("records")}
+    chosen = {(row["video"], row["object_id"]): policy.config_for(row).pair for row in table.to_dict("records")}
     assert {(7.5, -4.0), (12.0, -6.0)} <= set(chosen.values())  # both leaves are used
     for video in table["video"].unique():
         learned = load_video_prediction(out / POLICY_ID / video)
         per_type = load_video_prediction(out / PER_TYPE_ID / video)
-        assert learned.object_configs == {obj: chosen[(video, obj)] for obj in learned.object_ids}
-        assert per_type.object_configs == {obj: (20.0, -10.0) for obj in per_type.object_ids}
+        assert {obj: knobs.pair for obj, knobs in learned.object_configs.items()} == {
+            obj: chosen[(video, obj)] for obj in learned.object_ids}
+        assert {knobs.pair for knobs in per_type.object_configs.values()} == {(20.0, -10.0)}
     assert json.loads((out / "infer_run.json").read_text())["policy"] == str(policy_path)
 
 
@@ -235,7 +236,8 @@ def test_views_store_other_checkpoints_and_the_mirror_beside_the_base(engine_vid
     assert any(not np.array_equal(base.logits[i], trial2.logits[i]) for i in base.object_ids)
     assert any(not np.array_equal(base.logits[i], mirrored.logits[i]) for i in base.object_ids)
     per_type = load_video_prediction(out / "per_type@flip" / "v0")
-    assert per_type.object_configs == {i: (7.5, -4.0) for i in per_type.object_ids} and per_type.view == "flip"
+    assert {i: c.pair for i, c in per_type.object_configs.items()} == {i: (7.5, -4.0) for i in per_type.object_ids}
+    assert per_type.view == "flip"
     records = {p.name: json.loads(p.read_text()) for p in out.glob("infer_run*.json")}
     assert set(records) == {"infer_run.json", "infer_run@trial2.json", "infer_run@flip.json"}
     assert records["infer_run@trial2.json"]["checkpoint"] == str(other.resolve())

@@ -61,9 +61,9 @@ def test_tree_finds_the_known_split_and_maximises_jf() -> None:
         area = [c for c in rule.conditions if c.feature == "area_fraction"]
         assert area, rule.text()
         if any(c.op == ">" and c.threshold >= THRESHOLD * 0.9 for c in area):
-            assert rule.config == CONFIG_A
+            assert rule.config.pair == CONFIG_A
         if any(c.op == "<=" and c.threshold <= THRESHOLD * 1.1 for c in area):
-            assert rule.config == CONFIG_B
+            assert rule.config.pair == CONFIG_B
     split = [c.threshold for rule in policy.rules for c in rule.conditions if c.feature == "area_fraction"]
     assert any(abs(t - THRESHOLD) < 0.001 for t in split)
     oracle = table.jf.max(axis=1).mean()
@@ -78,13 +78,13 @@ def test_noise_features_give_the_fixed_policy() -> None:
     rng = np.random.default_rng(1)
     table.jf = table.jf.mean(axis=1, keepdims=True) + rng.normal(0, 0.01, size=table.jf.shape) + np.array([0.0, 0.02, 0.0])
     policy, _ = fit_learned_policy(table, table.configs, settings())
-    assert policy.depth == 0 and len(policy.rules) == 1 and policy.rules[0].config == CONFIG_B
+    assert policy.depth == 0 and len(policy.rules) == 1 and policy.rules[0].config.pair == CONFIG_B
 
 
 def test_leaves_are_capped_and_restricted_to_the_allowed_candidates() -> None:
     table = known_split_table()
     policy = policy_fit.fit_tree_policy(table, [CONFIG_B, CONFIG_C], 6, settings(max_leaves=3, min_leaf_objects=2))
-    assert len(policy.rules) <= 3 and {rule.config for rule in policy.rules} <= {CONFIG_B, CONFIG_C}
+    assert len(policy.rules) <= 3 and {rule.config.pair for rule in policy.rules} <= {CONFIG_B, CONFIG_C}
 
 
 def test_nested_cv_never_sees_the_heldout_fold(monkeypatch) -> None:
@@ -145,8 +145,10 @@ def test_policy_file_round_trips_and_reads_as_best_configs(tmp_path: Path) -> No
     ({"rules": [{"when": ["area_fraction < 0.1"], "scale": 1, "bias": 0}]}, "cannot read the rule condition"),
     ({"rules": [{"when": ["clutter <= 0.1"], "scale": 1, "bias": 0}]}, "not in 'features'"),
     ({"rules": [{"when": [], "scale": "x", "bias": 0}]}, "numeric 'scale' and 'bias'"),
+    ({"rules": [{"when": [], "scale": 7.5, "bias": -4, "memory_stride": 0}]}, "memory_stride must be >= 1"),
 ])
 def test_bad_policy_files_name_the_problem(broken, message) -> None:
+    """Each mistake is a MassegError naming the file and what is wrong (a leaf's memory knobs are checked too)."""
     data = {"features": ["area_fraction"], "default": {"scale": 20, "bias": -10}} | broken
     with pytest.raises(MassegError, match=message):
         policy_from_dict(data, "policy.yaml")

@@ -183,7 +183,7 @@ def test_learned_policy_shows_its_rules_comparison_and_gains(results_dir: Path, 
     plot_policy(policy, comparison, study.policy_plot)
     text = build_report(results, tmp_path / "out" / "report.html").read_text()
     assert "<h4>Learned policy</h4>" in text
-    assert "area_fraction &lt;= 0.0042 -&gt; scale 7.5, bias -4" in text and "(7 objects)" in text
+    assert "area_fraction &lt;= 0.0042 -&gt; s7.5_b-4" in text and "(7 objects)" in text
     learned = comparison.set_index("policy").loc["learned"]
     assert f"{learned.heldout_jf:.4f} [{learned.ci_low:.4f}, {learned.ci_high:.4f}]" in text
     assert f"{learned.gain_over_per_type:.4f} [{learned.gain_over_per_type_ci_low:.4f}" in text

@@ -35,3 +35,5 @@ class ScoringProtocol:
     object_jf: Callable[[pd.DataFrame], np.ndarray]  # each row's J&F (J&Ḟ under MOSEv2), as jf_by_object gives it
     object_columns: list[str]  # the statistics per_object.csv holds after "Sequence"
     frame_columns: tuple[tuple[str, str], ...]
+    # a video whose prediction folder is missing (allowed): its scores against empty masks -> the protocol's scores
+    missing_prediction: Callable[[VideoScores], VideoScores]

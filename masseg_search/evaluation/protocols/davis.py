@@ -2,6 +2,7 @@
 :mod:`masseg_search.evaluation.metric`, then Mean, Recall and Decay per object and their means over objects."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -90,6 +91,12 @@ def object_jf(per_object: pd.DataFrame) -> np.ndarray:
     return (per_object["J-Mean"].to_numpy(dtype=np.float64) + per_object["F-Mean"].to_numpy(dtype=np.float64)) / 2
 
 
+def missing_prediction(scores: VideoScores) -> VideoScores:
+    """A missing prediction video keeps its scores against empty masks (the official code stops at a missing frame
+    instead; ``--allow-missing`` asks for this)."""
+    return dataclasses.replace(scores, prediction_missing=True)
+
+
 DAVIS = ScoringProtocol(
     name="davis",
     frame_scorer=FrameScorer,
@@ -98,4 +105,5 @@ DAVIS = ScoringProtocol(
     object_jf=object_jf,
     object_columns=OBJECT_COLUMNS,
     frame_columns=(("J", "j"), ("F", "f")),
+    missing_prediction=missing_prediction,
 )
