@@ -105,8 +105,9 @@ def feature_matrix(objects: pd.DataFrame, features: list[str]) -> np.ndarray:
     missing = [name for name in features if name not in objects.columns]
     if missing:
         raise MassegError(f"the objects table lacks the features {missing}", fix="recompute the scene-type table")
-    return np.array([[feature_value(name, value) for name, value in zip(features, row)]
-                     for row in objects[features].itertuples(index=False, name=None)], dtype=np.float64).reshape(len(objects), len(features))
+    rows = [[feature_value(name, value) for name, value in zip(features, row)]
+            for row in objects[features].itertuples(index=False, name=None)]
+    return np.array(rows, dtype=np.float64).reshape(len(objects), len(features))
 
 
 def best_column(jf: np.ndarray, columns: list[int]) -> int:

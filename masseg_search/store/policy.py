@@ -41,7 +41,8 @@ from masseg_search.store.knobs import Knobs, as_knobs, knobs_from_entry, knobs_i
 
 POLICY_KIND = "mask-scaling-policy"
 ALONE_DISTANCE = 10.0  # nearest_distance of an object alone in its frame (inf in the scene-type table)
-_CONDITION = re.compile(r"^\s*(?P<feature>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>)\s*(?P<value>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_CONDITION = re.compile(r"^\s*(?P<feature>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>)\s*"
+                        r"(?P<value>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
 CONDITION_FIX = 'write each condition as "<feature> <= <number>" or "<feature> > <number>"'
 
 
