@@ -7,7 +7,9 @@ would have if slot ``k``'s trials were the chosen per-type configurations - the 
 asked fewer than K trials repeats its last one in the spare slots (not told twice); objects of a study that is
 already finished run its best configuration so far (or SAM2's default before any trial finished).
 
-The pass itself is a ``PassScorer``: ``{video: {object_id: [K (scale, bias)]}} -> {video: {object_id: [K J&F]}}``.
+A configuration is a :class:`~masseg_search.store.knobs.Knobs` (scale, bias and the memory knobs the study searches,
+``mss.space``); a trial's parameters hold the knobs it set (baselines: scale and bias only, at default knobs).
+The pass itself is a ``PassScorer``: ``{video: {object_id: [K Knobs]}} -> {video: {object_id: [K J&F]}}``.
 ``masseg_search.mss.passes`` provides the engine one (local or as Ray tasks); tests inject their own.
 """
 from __future__ import annotations
@@ -29,17 +31,17 @@ from tqdm.auto import tqdm
 from masseg_search.config import MssSection
 from masseg_search.errors import MassegError
 from masseg_search.mss.studies import (
-    PARAM_BIAS,
-    PARAM_SCALE,
     HeartbeatThread,
     StudyStorage,
+    ask_trial,
     fail_stale_trials,
-    search_distributions,
+    knobs_from_params,
     start_heartbeat,
 )
 from masseg_search.store.best_configs import SAM2_DEFAULT
+from masseg_search.store.knobs import Knobs, as_knobs
 
-Config = tuple[float, float]
+Config = Knobs
 PassConfigs = dict[str, dict[int, list[Config]]]
 PassScores = dict[str, dict[int, list[float]]]
 PassScorer = Callable[[PassConfigs], PassScores]
@@ -79,14 +81,14 @@ class StopRequest:
 
 
 def _config(params: dict[str, float]) -> Config:
-    return float(params[PARAM_SCALE]), float(params[PARAM_BIAS])
+    return knobs_from_params(params)
 
 
 def _fallback_config(type_study: optuna.Study) -> Config:
     """The best finished configuration of a study, or SAM2's default before any trial finished."""
     complete = type_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        return SAM2_DEFAULT
+        return as_knobs(SAM2_DEFAULT)
     return _config(max(complete, key=lambda trial: trial.value).params)
 
 
@@ -123,6 +125,7 @@ def build_pass_configs(objects: pd.DataFrame, asked: dict[str, list[optuna.Trial
     """Each object's K configurations for one pass (slot k = k-th trial of its study); returns (configs, K)."""
     slots = max(len(trials) for trials in asked.values())
     per_type: dict[str, list[Config]] = {}
+    fallback = {scene_type: as_knobs(config) for scene_type, config in fallback.items()}
     for scene_type, trials in asked.items():
         configs = [_config(trial.params) for trial in trials]
         per_type[scene_type] = configs + [configs[-1]] * (slots - len(configs))
@@ -131,7 +134,7 @@ def build_pass_configs(objects: pd.DataFrame, asked: dict[str, list[optuna.Trial
     for row in objects.itertuples(index=False):
         if row.video not in active_videos:
             continue
-        configs = per_type.get(row.scene_type) or [fallback.get(row.scene_type, SAM2_DEFAULT)] * slots
+        configs = per_type.get(row.scene_type) or [fallback.get(row.scene_type, as_knobs(SAM2_DEFAULT))] * slots
         pass_configs.setdefault(row.video, {})[int(row.object_id)] = list(configs)
     return pass_configs, slots
 
@@ -156,11 +159,10 @@ def run_batched_search(studies: dict[str, optuna.Study], opened: StudyStorage, o
     """Run passes until every study has ``trials`` finished trials (counting other workers' in-flight ones).
 
     ``objects``: DataFrame with ``video, object_id, scene_type`` (the validation objects); ``studies``: scene type
-    -> its study; ``space_mss``: the MssSection whose ranges define the search space.
+    -> its study; ``space_mss``: the MssSection whose ``space`` defines the searched knobs and their ranges.
     """
     if objects.empty:
         raise MassegError("no validation objects to search on", fix="check the split named by mss.split / data.val_split")
-    distributions = search_distributions(space_mss)
     report = SearchReport()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     total = trials * len(studies)
@@ -185,7 +187,7 @@ def run_batched_search(studies: dict[str, optuna.Study], opened: StudyStorage, o
                 if needed > 0:
                     trials_ = []
                     for _ in range(needed):
-                        trials_.append(type_study.ask(fixed_distributions=distributions))
+                        trials_.append(ask_trial(type_study, space_mss))
                         start_heartbeat(opened, trials_[-1]._trial_id)
                     trials_ = [trial for trial in trials_ if not _drop_duplicate_baseline(type_study, trial)]
                     if trials_:
