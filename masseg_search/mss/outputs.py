@@ -195,6 +195,9 @@ def plot_slices(trials: pd.DataFrame, scene_type: str, knobs: list[str], path: P
             axis.set_xticks(ticks, labels, fontsize=7)
         elif knob == "scale" and shown.any() and (positions[shown] > 0).all():
             axis.set_xscale("log")
+            axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.xaxis.set_minor_formatter(ticker.NullFormatter())
+            axis.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         share = f", importance {shares[knob]:.2f}" if knob in shares else ""
         at_default = f", {int((~shown).sum())} at default not shown" if (~shown).any() else ""
         axis.set_xlabel(f"{knob}{share}{at_default}", fontsize=7)
