@@ -28,6 +28,7 @@ from masseg_search.store.knobs import Knobs, knobs_id
 
 DEFAULT = Knobs(20, -10)
 POLICIES = {"admit_score 0": Knobs(20, -10, admit_score=0.0),
+            "keep_present 2": Knobs(20, -10, keep_present=2),
             "admit_score 0 + keep_present 2": Knobs(20, -10, admit_score=0.0, keep_present=2)}
 METRICS = {"J&F_dot": ("J-Mean", "F_dot-Mean"), "Disappear-J&F_dot": ("Disappear-J", "Disappear-F_dot"),
            "Reappear-J&F_dot": ("Reappear-J", "Reappear-F_dot")}

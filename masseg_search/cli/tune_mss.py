@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", choices=["tpe", "gp", "cmaes", "random", "grid"], help="default mss.sampler")
     parser.add_argument("--seed", type=int, help="sampler and fold seed (default mss.seed)")
     parser.add_argument("--cv", type=int, help="held-out folds over videos (default mss.cv_folds; 0 = none)")
+    parser.add_argument("--pruner", choices=["none", "wilcoxon", "sha"], help="stop trials early within a pass on "
+                        "their per-video J&F (default mss.pruner): Optuna's WilcoxonPruner against the best trial, or "
+                        "successive halving over rungs of videos (mss.pruning); pruned trials end PRUNED and count as "
+                        "finished; the baselines are never pruned")
     parser.add_argument("--ray-address", help="run engine passes as Ray tasks on this cluster ('auto', host:port, or "
                         "'local' to start one here)")
     parser.add_argument("--checkpoint", help="SAM2 checkpoint (default model.checkpoint)")
@@ -58,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     result = tune_mss(config, study=args.study, trials=args.trials, batch=args.batch, storage=args.storage,
                       sampler=args.sampler, seed=args.seed, cv=args.cv, ray_address=args.ray_address,
-                      checkpoint=args.checkpoint, progress=not args.no_progress, knobs=args.knobs)
+                      checkpoint=args.checkpoint, progress=not args.no_progress, pruner=args.pruner,
+                      knobs=args.knobs)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")
+    pruned = sum(len(numbers) for numbers in result.report.pruned.values())
+    if pruned:
+        print(f"pruned: {pruned} trials stopped early on their per-video J&F (state PRUNED in the dashboard)")
     for scene_type, knobs in result.best.types.items():
         detail = result.best.details.get(scene_type, {})
         source = "held-out" if detail.get("jf_source") == "heldout" else "in-sample (optimistic; use --cv for held-out)"

@@ -1,11 +1,12 @@
 """What tune-mss leaves for the user: best_configs.yaml, CSV tables, PNG plots, and what the Optuna dashboard shows.
 
 Under ``results/mss/<study>/``: ``best_configs.yaml`` (read by infer and ensemble), ``trials.csv`` (every trial of
-every scene-type study, one column per searched knob), ``per_type.csv`` (chosen config, in-sample values, the two
-baselines, held-out numbers), ``importance.csv`` (per type, how much each searched knob mattered: Optuna's
-parameter importances, PED-ANOVA), ``holdout_objects.csv`` / ``holdout_summary.csv`` / ``folds.json`` (with
-``--cv``), ``landscape_<type>.png`` (scale x bias), ``slices_<type>.png`` (J&F against each searched knob),
-``importance.png``, ``history.png``, ``gains.png``. In the storage, each study gets user attributes (scene-type rule, videos, objects,
+every scene-type study, one column per searched knob, pruned ones with their mean over the videos they ran),
+``per_type.csv`` (chosen config, in-sample values, the two baselines, held-out numbers), ``importance.csv`` (per
+type, how much each searched knob mattered: Optuna's parameter importances, PED-ANOVA), ``holdout_objects.csv`` /
+``holdout_summary.csv`` / ``folds.json`` (with ``--cv``), ``landscape_<type>.png`` (scale x bias),
+``slices_<type>.png`` (J&F against each searched knob), ``importance.png``, ``history.png``, ``gains.png``. In the
+storage, each study gets user attributes (scene-type rule, videos, objects,
 checkpoint), a markdown note (best configuration, held-out estimate) and the plots as artifacts
 (``optuna-dashboard <storage> --artifact-dir studies/artifacts``).
 """
@@ -51,15 +52,19 @@ def searched_knobs(studies: dict[str, optuna.Study]) -> list[str]:
 
 def trials_table(studies: dict[str, optuna.Study]) -> pd.DataFrame:
     """Every trial of every scene-type study: scene_type, number, state, config (its id), scale, bias, one column
-    per other searched knob (empty = the knob at its default, e.g. in the baselines), jf, baseline, worker."""
+    per other searched knob (empty = the knob at its default, e.g. in the baselines), jf, videos_scored, baseline,
+    worker. A PRUNED trial's jf is its mean over the videos it ran (Optuna itself keeps its last step's value)."""
     knobs = searched_knobs(studies)
-    columns = ["scene_type", "number", "state", "config", *knobs, "jf", "baseline", "worker"]
+    columns = ["scene_type", "number", "state", "config", *knobs, "jf", "videos_scored", "baseline", "worker"]
     rows = []
     for scene_type, type_study in studies.items():
         for trial in type_study.get_trials(deepcopy=False):
+            pruned = trial.state == optuna.trial.TrialState.PRUNED
             config = knobs_id(knobs_from_params(trial.params)) if set(CORE_KNOBS) <= set(trial.params) else None
             rows.append({"scene_type": scene_type, "number": trial.number, "state": trial.state.name, "config": config,
-                         **{name: trial.params.get(name) for name in knobs}, "jf": trial.value,
+                         **{name: trial.params.get(name) for name in knobs},
+                         "jf": trial.user_attrs.get("jf_so_far") if pruned else trial.value,
+                         "videos_scored": trial.user_attrs.get("videos_scored"),
                          "baseline": bool(trial.user_attrs.get("baseline", False)), "worker": trial.user_attrs.get("worker")})
     return pd.DataFrame(rows, columns=columns)
 

@@ -183,3 +183,18 @@ def test_config_space_errors_name_the_key_and_the_fix():
         config_from_dict({"mss": {"space": {"admit_iou": {"low": 2, "high": 1}}}})
     space = config_from_dict({"mss": {"space": {"keep_present": {"low": 0, "high": 2}}}}).mss.space
     assert space.keep_present.type == "int" and list(space.searched()) == ["scale", "bias", "keep_present"]
+
+
+def test_a_searched_trial_at_baseline_scale_and_bias_is_not_a_baseline():
+    from masseg_search.mss.pruning import is_baseline
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"scale": 20.0, "bias": -10.0, "admit_score": 0.5})
+    searched = study.ask()
+    for name in ("scale", "bias", "admit_score"):
+        searched.suggest_float(name, -100, 100)
+    study.enqueue_trial({"scale": 20.0, "bias": -10.0})
+    plain = study.ask()
+    plain.suggest_float("scale", 1, 40)
+    plain.suggest_float("bias", -20, 0)
+    assert not is_baseline(searched) and is_baseline(plain)  # only the knob-less 20/-10 is SAM2's default
