@@ -123,22 +123,26 @@ def _rank_configs(table: dict, configs: list[str], videos: list[str]) -> list[st
     return [configs[i] for i in order]
 
 
-def _fold_select_rules(choices: tuple[Path, str, str], fold_map: dict[str, list[str]], object_ids: dict[str, list[int]],
-                       available: list[str]) -> dict[str, dict[int, FusionRule]] | None:
-    """Per held-out video, each object's configuration as tune-mss chose it on the other folds: ``choices`` is
-    (file, scale column, bias column), its ``holdout_objects.csv`` (chosen_scale, chosen_bias) or, selecting with a
-    learned policy, its ``policy_objects.csv`` (learned_scale, learned_bias). None when that file is absent or does
-    not cover every scored object with a stored configuration."""
+def _fold_select_rules(path: Path, fold_map: dict[str, list[str]], object_ids: dict[str, list[int]],
+                       available: list[str], prefix: str = "chosen") -> dict[str, dict[int, FusionRule]] | None:
+    """Per held-out video, each object's configuration as tune-mss chose it on the other folds: ``path`` is its
+    ``holdout_objects.csv`` (``prefix`` ``chosen``) or, selecting with a learned policy, its ``policy_objects.csv``
+    (``prefix`` ``learned``), read from ``<prefix>_config`` (its id, with any memory knobs), or ``<prefix>_scale``
+    and ``<prefix>_bias`` in tables written before the knobs. None when that file is absent or does not cover every
+    scored object with a stored configuration."""
     import pandas as pd
 
-    path, scale_column, bias_column = choices
     if not path.is_file():
         return None
-    table = pd.read_csv(path, dtype={"video": str})
-    if not {"video", "object_id", scale_column, bias_column} <= set(table.columns):
+    table = pd.read_csv(path, dtype={"video": str, f"{prefix}_config": str})
+    if f"{prefix}_config" in table.columns:
+        chosen = {(str(video), int(obj)): str(text)
+                  for video, obj, text in zip(table["video"], table["object_id"], table[f"{prefix}_config"])}
+    elif {"video", "object_id", f"{prefix}_scale", f"{prefix}_bias"} <= set(table.columns):
+        chosen = {(str(video), int(obj)): store.config_id(scale, bias) for video, obj, scale, bias
+                  in zip(table["video"], table["object_id"], table[f"{prefix}_scale"], table[f"{prefix}_bias"])}
+    else:
         return None
-    chosen = {(str(video), int(obj)): store.config_id(scale, bias)
-              for video, obj, scale, bias in zip(table["video"], table["object_id"], table[scale_column], table[bias_column])}
     rules: dict[str, dict[int, FusionRule]] = {}
     for members in fold_map.values():
         for video in members:
@@ -232,11 +236,12 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
         fold_map, held_out = {"all": list(names)}, False
     if best is not None and lookup is not None:
         per_type_stored = None in per_type_views(predictions_root)
-        choices_file = MssResults(Path(folds).parent).heldout_choices(best.policy is not None) if held_out else None
-        fold_choices = _fold_select_rules(choices_file, fold_map, object_ids, available) if held_out else None
+        choices_file, prefix = MssResults(Path(folds).parent).heldout_choices(best.policy is not None) if held_out \
+            else (None, None)
+        fold_choices = _fold_select_rules(choices_file, fold_map, object_ids, available, prefix) if held_out else None
         if fold_choices is not None:
             fixed["select"] = fold_choices
-            notes.append(f"select scored with tune-mss's per-fold choices ({choices_file[0].name}): held out")
+            notes.append(f"select scored with tune-mss's per-fold choices ({choices_file.name}): held out")
         else:
             select_plan = FusionPlan(RuleSpec("select"), best_configs=str(best_configs))
             resolver = RuleResolver(select_plan, available, lookup, best, per_type_stored=per_type_stored,

@@ -45,9 +45,9 @@ from masseg_search.mss.policy_fit import (
 from masseg_search.mss.search import Config, PassScorer, StopRequest
 from masseg_search.mss.studies import grid_values
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, BestConfigs
+from masseg_search.store.knobs import Knobs, as_knobs, knobs_id, parse_knobs_id
 from masseg_search.store.mss_results import MssResults
 from masseg_search.store.policy import Policy, save_policy
-from masseg_search.store.predictions import config_id
 
 KEY_COLUMNS = ["video", "object_id", "scene_type"]
 ORACLE_NOTE = "upper bound: each object's best candidate, read from its own held-out J&F; never a result"
@@ -71,29 +71,37 @@ def tree_settings(mss: MssSection, seed: int | None = None) -> TreeSettings:
                         section.min_leaf_objects, section.inner_folds, mss.seed if seed is None else seed)
 
 
-def _unique(configs: list[Config]) -> list[Config]:
-    return list(dict.fromkeys((float(scale), float(bias)) for scale, bias in configs))
+def _unique(configs: list) -> list[Config]:
+    return list(dict.fromkeys(as_knobs(config) for config in configs))
 
 
 def base_candidates(mss: MssSection) -> list[Config]:
-    """The two baselines and the grid over the search ranges (``mss.policy.grid_points`` per dimension)."""
+    """The two baselines and the grid over the scale and bias ranges of ``mss.space`` (``mss.policy.grid_points``
+    per dimension; the other knobs at their defaults)."""
     points = mss.policy.grid_points
-    grid = [(scale, bias) for scale in grid_values(mss.scale, points) for bias in grid_values(mss.bias, points)] if points else []
+    space = mss.space
+    grid = [Knobs(scale, bias) for scale in grid_values(space.scale, points) for bias in grid_values(space.bias, points)] \
+        if points else []
     return _unique([SAM2_DEFAULT, MASSEG_BEST, *grid])
+
+
+def heldout_knobs(per_object: pd.DataFrame) -> list[Knobs]:
+    """Each row's per-type choice in tune-mss's held-out table: its config id, or (scale, bias) in older tables."""
+    if "chosen_config" in per_object:
+        return [parse_knobs_id(str(text))[0] for text in per_object["chosen_config"]]
+    return [Knobs(scale, bias) for scale, bias in zip(per_object["chosen_scale"], per_object["chosen_bias"])]
 
 
 def fold_candidates(mss: MssSection, holdout: HoldoutResult) -> dict[int, list[Config]]:
     """Per outer fold: the baselines, the grid, and the per-type configurations chosen on that fold's training folds."""
     base = base_candidates(mss)
     choices = holdout.per_object
-    return {fold: _unique([*base, *zip(choices.loc[choices.fold == fold, "chosen_scale"],
-                                       choices.loc[choices.fold == fold, "chosen_bias"])])
-            for fold in range(len(holdout.folds))}
+    return {fold: _unique([*base, *heldout_knobs(choices[choices.fold == fold])]) for fold in range(len(holdout.folds))}
 
 
 def final_candidates(mss: MssSection, best: BestConfigs) -> list[Config]:
     """The baselines, the grid, and the final per-type choices (what the final policy may pick)."""
-    return _unique([*base_candidates(mss), *sorted(knobs.pair for knobs in best.configs())])
+    return _unique([*base_candidates(mss), *sorted(best.configs(), key=knobs_id)])
 
 
 def _read_table(path: Path, configs: list[Config], needed: list[str]) -> pd.DataFrame | None:
@@ -102,7 +110,7 @@ def _read_table(path: Path, configs: list[Config], needed: list[str]) -> pd.Data
     if not path.is_file():
         return None
     table = pd.read_csv(path, dtype={"video": str, "scene_type": str})
-    if not all(column in table.columns for column in [*needed, *(config_id(*config) for config in configs)]):
+    if not all(column in table.columns for column in [*needed, *(knobs_id(config) for config in configs)]):
         return None
     return table
 
@@ -110,7 +118,7 @@ def _read_table(path: Path, configs: list[Config], needed: list[str]) -> pd.Data
 def candidate_table(objects: pd.DataFrame, configs: list[Config], scorer: PassScorer, path: Path, features: list[str],
                     videos_per_pass: int, progress: bool = True, stop: StopRequest | None = None) -> CandidateTable | None:
     """Every object under every candidate (see the module docstring); resumes from ``path``; None when stopped."""
-    columns = [config_id(*config) for config in configs]
+    columns = [knobs_id(config) for config in configs]
     keep = [*KEY_COLUMNS, *features]
     saved = _read_table(path, configs, keep)
     done = set() if saved is None else set(saved["video"])
@@ -143,15 +151,15 @@ def _scored_choices(choices: pd.DataFrame, path: Path) -> pd.DataFrame | None:
     """The saved held-out scores when they were made for exactly these choices (a resumed run), else None."""
     if not path.is_file():
         return None
-    saved = pd.read_csv(path, dtype={"video": str, "scene_type": str})
-    config_columns = [f"{p}_{k}" for p in POLICIES for k in ("scale", "bias")]
+    config_columns = [f"{p}_config" for p in POLICIES]
+    saved = pd.read_csv(path, dtype={"video": str, "scene_type": str, **dict.fromkeys(config_columns, str)})
     needed = ["video", "object_id", *config_columns, *(f"jf_{p}" for p in POLICIES)]
     if not set(needed) <= set(saved.columns) or len(saved) != len(choices):
         return None
     merged = choices.merge(saved[needed], on=["video", "object_id"], suffixes=("", "_saved"))
     if len(merged) != len(choices):
         return None
-    if not all(np.allclose(merged[column], merged[f"{column}_saved"]) for column in config_columns):
+    if not all((merged[column] == merged[f"{column}_saved"]).all() for column in config_columns):
         return None
     return merged.drop(columns=[f"{column}_saved" for column in config_columns])
 
@@ -164,7 +172,7 @@ def score_choices(choices: pd.DataFrame, scorer: PassScorer, path: Path) -> pd.D
     pass_configs: dict[str, dict[int, list[Config]]] = {}
     for row in choices.itertuples(index=False):
         pass_configs.setdefault(row.video, {})[int(row.object_id)] = [
-            (getattr(row, f"{p}_scale"), getattr(row, f"{p}_bias")) for p in POLICIES]
+            parse_knobs_id(getattr(row, f"{p}_config"))[0] for p in POLICIES]
     scores = scorer(pass_configs)
     scored = choices.copy()
     for slot, name in enumerate(POLICIES):
@@ -194,7 +202,7 @@ def folds_table(fits: dict, folds: list[list[str]]) -> pd.DataFrame:
     """Per outer fold: held-out videos, the fixed choice, the depth picked, inner-CV J&F per depth, the rules."""
     rows = []
     for fold, fitted in sorted(fits.items()):
-        row: dict[str, Any] = {"fold": fold, "heldout_videos": len(folds[fold]), "fixed": config_id(*fitted.fixed),
+        row: dict[str, Any] = {"fold": fold, "heldout_videos": len(folds[fold]), "fixed": knobs_id(fitted.fixed),
                                "depth": fitted.learned.depth, "leaves": len(fitted.learned.rules)}
         row.update({f"inner_jf_depth_{depth}": value for depth, value in sorted(fitted.depth_values.items())})
         row["rules"] = " | ".join(rule.text() for rule in fitted.learned.rules)
@@ -219,8 +227,8 @@ def run_policy(objects: pd.DataFrame, scorer: PassScorer, mss: MssSection, holdo
                             mss.policy.videos_per_pass, progress, stop)
     if table is None:
         return None
-    per_type = {(str(row.video), int(row.object_id)): (float(row.chosen_scale), float(row.chosen_bias))
-                for row in holdout.per_object.itertuples(index=False)}
+    per_type = {(str(video), int(obj)): knobs for video, obj, knobs
+                in zip(holdout.per_object["video"], holdout.per_object["object_id"], heldout_knobs(holdout.per_object))}
     nested = nested_choices(table, holdout.folds, per_fold, lambda fold, video, obj: per_type[(video, obj)], settings)
     if stop is not None and stop.requested:
         return None

@@ -37,10 +37,10 @@ from sklearn.tree import DecisionTreeRegressor
 from masseg_search.data.scene_types import FEATURES
 from masseg_search.errors import MassegError
 from masseg_search.mss.holdout import video_folds
-from masseg_search.store.knobs import Knobs, as_knobs
+from masseg_search.store.knobs import Knobs, as_knobs, knobs_id
 from masseg_search.store.policy import Condition, Policy, PolicyRule, feature_value
 
-Config = tuple[float, float]
+Config = Knobs  # a candidate configuration: scale, bias and any memory knobs (as tune-mss's studies search them)
 POLICIES = ("fixed", "per_type", "learned", "oracle")
 
 
@@ -52,6 +52,9 @@ class CandidateTable:
     configs: list[Config]
     jf: np.ndarray  # (objects, configs)
 
+    def __post_init__(self) -> None:
+        self.configs = [as_knobs(config) for config in self.configs]  # (scale, bias) pairs are accepted
+
     def subset(self, mask: np.ndarray) -> "CandidateTable":
         """The rows where ``mask`` holds."""
         return CandidateTable(self.objects[mask].reset_index(drop=True), list(self.configs), self.jf[mask])
@@ -59,11 +62,12 @@ class CandidateTable:
     def columns(self, configs: list[Config]) -> list[int]:
         """The column index of each configuration (a clear error for one that is not a candidate)."""
         index = {config: i for i, config in enumerate(self.configs)}
-        missing = [config for config in configs if config not in index]
+        wanted = [as_knobs(config) for config in configs]
+        missing = [knobs_id(config) for config in wanted if config not in index]
         if missing:
             raise MassegError(f"configurations {missing} are not in the candidate table",
                               fix="rerun tune-mss --policy learned so the candidate pass covers them")
-        return [index[config] for config in configs]
+        return [index[config] for config in wanted]
 
 
 @dataclass
@@ -80,7 +84,7 @@ class TreeSettings:
 
 @dataclass
 class FoldPolicies:
-    """What one outer fold fit on its training videos: a configuration per object for each policy."""
+    """What one outer fold fit on its training videos: the fixed configuration and the learned policy."""
 
     fixed: Config
     learned: Policy
@@ -179,26 +183,17 @@ def fit_tree_policy(train: CandidateTable, allowed: list[Config], depth: int, se
         rule.objects = int(members.sum())
         if rule.objects:
             column = best_column(train.jf[members], columns)
-            rule.config = as_knobs(train.configs[column])
+            rule.config = train.configs[column]
             rule.jf = float(train.jf[members, column].mean())
     return policy
-
-
-def _candidate(knobs: Knobs) -> Config:
-    """A policy's configuration as a candidate (scale, bias); the candidates set no memory knob."""
-    if knobs.extras():
-        raise MassegError(f"the policy's configuration {knobs} sets memory knobs; candidates are (scale, bias) only",
-                          fix="a bug: fit the policy on the candidate table")
-    return knobs.pair
 
 
 def policy_columns(policy: Policy, table: CandidateTable) -> np.ndarray:
     """Per row of ``table``, the candidate column the policy chooses."""
     index = {config: i for i, config in enumerate(table.configs)}
-    leaf_configs = {leaf: _candidate(knobs) for leaf, knobs in policy.leaf_configs().items()}
-    default = _candidate(policy.default)
-    chosen = [leaf_configs.get(leaf, default) for leaf in policy.assign(table.objects)]
-    missing = sorted({config for config in chosen if config not in index})
+    leaf_configs = policy.leaf_configs()
+    chosen = [leaf_configs.get(leaf, policy.default) for leaf in policy.assign(table.objects)]
+    missing = sorted({knobs_id(config) for config in chosen if config not in index})
     if missing:
         raise MassegError(f"the policy chooses {missing}, which are not candidates", fix="a bug: fit on the same candidates")
     return np.array([index[config] for config in chosen], dtype=int)
@@ -255,7 +250,7 @@ def fit_fold_policies(train: CandidateTable, allowed: list[Config], settings: Tr
 class NestedResult:
     """Per held-out object the configuration of every policy (fit on the other folds), and per fold its fit."""
 
-    choices: pd.DataFrame  # fold, video, object_id, scene_type, leaf, <policy>_scale, <policy>_bias
+    choices: pd.DataFrame  # fold, video, object_id, scene_type, leaf, <policy>_config, <policy>_scale, <policy>_bias
     fits: dict[int, FoldPolicies]
 
 
@@ -282,11 +277,12 @@ def nested_choices(table: CandidateTable, folds: list[list[str]], fold_candidate
         for index, row in enumerate(held.objects.itertuples(index=False)):
             oracle = table.configs[columns[int(np.argmax(held.jf[index, columns]))]]
             learned = table.configs[learned_columns[index]]
-            own_type = per_type(fold, str(row.video), int(row.object_id))
+            own_type = as_knobs(per_type(fold, str(row.video), int(row.object_id)))
             record = {"fold": fold, "video": str(row.video), "object_id": int(row.object_id),
                       "scene_type": str(row.scene_type), "leaf": leaves[index]}
             for name, config in (("fixed", fitted.fixed), ("per_type", own_type), ("learned", learned), ("oracle", oracle)):
-                record[f"{name}_scale"], record[f"{name}_bias"] = float(config[0]), float(config[1])
+                record.update({f"{name}_config": knobs_id(config), f"{name}_scale": config.scale, f"{name}_bias": config.bias})
             rows.append(record)
-    columns_out = ["fold", "video", "object_id", "scene_type", "leaf"] + [f"{p}_{k}" for p in POLICIES for k in ("scale", "bias")]
+    columns_out = ["fold", "video", "object_id", "scene_type", "leaf"] + [
+        f"{p}_{k}" for p in POLICIES for k in ("config", "scale", "bias")]
     return NestedResult(pd.DataFrame(rows, columns=columns_out), fits)
