@@ -233,8 +233,16 @@ def _resolve_roots(root: Path) -> tuple[Path, Path]:
 
 
 def find_split_list(root: str | Path, split: str) -> Path:
-    """The list file of split ``split``: ``ROOT/<split>.txt``, ``ROOT/ImageSets/<split>.txt`` or ``ROOT/ImageSets/2017/<split>.txt``."""
+    """The list file of split ``split``: ``ROOT/<split>.txt``, ``ROOT/ImageSets/<split>.txt`` or ``ROOT/ImageSets/2017/<split>.txt``;
+    a ``split`` that is itself a list file (a path ending in ``.txt``, or with a folder: SAM2's MOSE val list) is
+    taken as it is (relative to the working folder, else to ROOT)."""
     root = Path(root)
+    given = Path(split)
+    if given.suffix == ".txt" or len(given.parts) > 1:
+        for candidate in (given, root / given):
+            if candidate.is_file():
+                return candidate
+        raise MassegError("split list file not found", given, f"pass an existing list file (one video a line), or a split name under {root}")
     for candidate in (root / f"{split}.txt", root / "ImageSets" / f"{split}.txt", root / "ImageSets" / "2017" / f"{split}.txt"):
         if candidate.is_file():
             return candidate
