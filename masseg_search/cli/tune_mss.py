@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from masseg_search.cli.options import add_config_options, overrides_from_args
 from masseg_search.config import load_config
 from masseg_search.errors import MassegError
+
+SHORTHANDS = {"trials": "mss.trials", "batch": "mss.batch", "storage": "mss.storage", "sampler": "mss.sampler",
+              "seed": "mss.seed", "cv": "mss.cv_folds", "checkpoint": "model.checkpoint"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,33 +24,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "current pass.",
     )
     parser.add_argument("--study", default="val", help="study name (default val); studies are <study>/<scene_type>")
-    parser.add_argument("--config", help="project config (default: the embedded demo config)")
-    parser.add_argument("--trials", type=int, help="finished trials per scene-type study (default mss.trials)")
-    parser.add_argument("--batch", type=int, help="trials per study and engine pass, K (default mss.batch)")
+    add_config_options(parser)
+    parser.add_argument("--trials", type=int, help="finished trials per scene-type study (--set mss.trials)")
+    parser.add_argument("--batch", type=int, help="trials per study and engine pass, K (--set mss.batch)")
     parser.add_argument("--storage", help="sqlite:///studies/val.db (default), journal:studies/val.log (several "
-                        "processes, one machine) or postgresql://user@host/db (password from PGPASSWORD)")
-    parser.add_argument("--sampler", choices=["tpe", "gp", "cmaes", "random", "grid"], help="default mss.sampler")
-    parser.add_argument("--seed", type=int, help="sampler and fold seed (default mss.seed)")
-    parser.add_argument("--cv", type=int, help="held-out folds over videos (default mss.cv_folds; 0 = none)")
+                        "processes, one machine) or postgresql://user@host/db (password from PGPASSWORD) "
+                        "(--set mss.storage)")
+    parser.add_argument("--sampler", choices=["tpe", "gp", "cmaes", "random", "grid"], help="--set mss.sampler")
+    parser.add_argument("--seed", type=int, help="sampler and fold seed (--set mss.seed)")
+    parser.add_argument("--cv", type=int, help="held-out folds over videos, 0 = none (--set mss.cv_folds)")
     parser.add_argument("--ray-address", help="run engine passes as Ray tasks on this cluster ('auto', host:port, or "
                         "'local' to start one here)")
-    parser.add_argument("--checkpoint", help="SAM2 checkpoint (default model.checkpoint)")
+    parser.add_argument("--checkpoint", help="SAM2 checkpoint (--set model.checkpoint; default: the best trial of the "
+                        "config's train-sweep when it has run, else model.checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, run the search, print where the results are."""
-    from masseg_search.mss.tune import tune_mss
+    from masseg_search.data.synth import ensure_training_data
+    from masseg_search.mss.tune import swept_checkpoint, tune_mss
 
     for name in ("trials", "batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise MassegError(f"--{name} must be at least 1, got {value}")
-    config = load_config(args.config)
-    result = tune_mss(config, study=args.study, trials=args.trials, batch=args.batch, storage=args.storage,
-                      sampler=args.sampler, seed=args.seed, cv=args.cv, ray_address=args.ray_address,
-                      checkpoint=args.checkpoint, progress=not args.no_progress)
+    overrides = overrides_from_args(args, SHORTHANDS)
+    config = load_config(args.config, overrides)
+    ensure_training_data(config)  # the config's synthetic dataset, made when missing (a real one must exist)
+    if "model.checkpoint" not in overrides:
+        swept = swept_checkpoint(config)
+        if swept is not None:
+            config.model.checkpoint = str(swept)
+            print(f"checkpoint: {swept} (the best trial of train-sweep {config.train_sweep.name!r}; "
+                  "--checkpoint chooses another)")
+    result = tune_mss(config, study=args.study, ray_address=args.ray_address, progress=not args.no_progress)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")
     for scene_type, (scale, bias) in result.best.types.items():
