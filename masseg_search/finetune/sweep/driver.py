@@ -63,8 +63,8 @@ def ray_session(address: str | None, storage: str) -> Iterator[bool]:
         return
     if remote:
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+    else:  # "local": a new Ray of this process, never another user's `ray start` cluster found in /tmp/ray
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
     try:
         yield remote
     finally:
