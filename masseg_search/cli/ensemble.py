@@ -131,7 +131,6 @@ def _run(args: argparse.Namespace) -> int:
         return _run_select(args, config)
     from masseg_search.ensemble import load_plan, plan_from_dict, run_ensemble
 
-    data_root, split_list = _data(args, config)
     predictions = _predictions(args, config, "test")
     out = Path(args.out) if args.out else Path(config.pipeline.out) / "submissions" / config.pipeline.submission
     if args.plan:
@@ -148,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         section = config.ensemble
         plan = plan_from_dict({"method": section.method, "configs": section.configs, "weights": section.weights},
                               f"{config.source}: ensemble section")
+    data_root, split_list = _data(args, config)
     best = Path(args.best_configs) if args.best_configs else None
     if plan.uses_select() and best is None and not plan.best_configs:
         best = _best_configs(args, config)
@@ -174,8 +174,8 @@ def _run(args: argparse.Namespace) -> int:
 def _run_select(args: argparse.Namespace, config: ProjectConfig) -> int:
     from masseg_search.ensemble.select import select_fusion
 
-    data_root, split_list = _data(args, config)
     predictions = _predictions(args, config, args.select_on)
+    data_root, split_list = _data(args, config)
     out_plan = Path(args.out_plan) if args.out_plan else Path(config.pipeline.out) / "plans" / f"{args.select_on}.yaml"
     best = _best_configs(args, config)
     folds = args.folds

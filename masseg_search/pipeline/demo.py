@@ -76,6 +76,7 @@ def base_quick_overrides(base: ProjectConfig) -> dict[str, Any]:
         "mss.batch": min(base.mss.batch, 4),
         "mss.cv_folds": 2,
         "mss.bootstrap": 200,
+        "pipeline.report_overlays": False,
     }
 
 

@@ -6,7 +6,7 @@ fusion plan. Pure functions over the files earlier stages wrote (no torch), so e
 - :func:`validation_configs` / :func:`view_configs`: every (scale, bias) a fusion candidate of ``ensemble
   --select-on`` can name: the two baselines, the per-type choices and tune-mss's per-fold choices (so ``select`` is
   scored held out), the views running what ``select`` needs.
-- :func:`test_configs`: per view, only what the chosen plan reads on test (:meth:`FusionPlan.needed_configs`).
+- :func:`needed_test_configs`: per view, only what the chosen plan reads on test (:meth:`FusionPlan.needed_configs`).
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def view_configs(best: BestConfigs, heldout: set[Pair]) -> list[Pair]:
     return sorted({best.default, *best.types.values(), *heldout})
 
 
-def test_configs(needed: set[str] | None, view: str | None, stored: list[Pair]) -> list[Pair]:
+def needed_test_configs(needed: set[str] | None, view: str | None, stored: list[Pair]) -> list[Pair]:
     """The configurations of ``view`` the chosen plan reads on test; ``needed`` None (a rule reads every stored
     configuration) = every configuration ``stored`` for that view on validation."""
     if needed is None:

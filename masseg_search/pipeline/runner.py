@@ -17,11 +17,13 @@ synthetic dataset at the default root) under it, so two runs never share a study
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from masseg_search.config import (
     MssSection,
@@ -121,13 +123,34 @@ def _stage_index(names: list[str], name: str | None, option: str) -> int | None:
     return names.index(name)
 
 
+# imported once by the forkserver that process pools start their workers from during a run
+POOL_PRELOAD = ["masseg_search.ensemble", "masseg_search.evaluation", "masseg_search.data.synth"]
+
+
+@contextlib.contextmanager
+def workers_from_a_forkserver() -> Iterator[None]:
+    """While the stages run, process pools (select, ensemble, evaluate) start their workers from a forkserver, a
+    fresh single-threaded process, instead of forking this one: after the sweep, Ray's gRPC client threads stay
+    alive in this process (``ray.shutdown`` does not stop them), and a worker forked from it hung on a lock one of
+    them held (the demo's evaluate stage, 2 workers, seen waiting 14 minutes)."""
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_forkserver_preload(POOL_PRELOAD)
+    multiprocessing.set_start_method("forkserver", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
+
+
 def run_pipeline(config: str | Path | ProjectConfig | None = None, overrides: dict[str, Any] | None = None,
                  out: str | Path | None = None, from_stage: str | None = None, until_stage: str | None = None,
                  stages: tuple[Stage, ...] | list[Stage] = STAGES, progress: bool = True,
                  invocation: str | None = None) -> RunResult:
     """Run the pipeline (see the module docstring) and return what ran; ``from_stage`` reruns that stage and the
     ones after it even when done, ``until_stage`` stops after that stage. ``invocation`` is the command line
-    recorded as what made the folder (default: one built from the arguments)."""
+    recorded as what made the folder (default: one built from the arguments). Process pools start their workers
+    from a forkserver meanwhile (:func:`workers_from_a_forkserver`), so a script calling this keeps its own work
+    under ``if __name__ == "__main__":`` (Python's rule for such workers)."""
     started = time.perf_counter()
     resolved = resolve_run_config(config, overrides, out)
     paths = RunPaths(Path(resolved.pipeline.out))
@@ -144,17 +167,28 @@ def run_pipeline(config: str | Path | ProjectConfig | None = None, overrides: di
     record.data["config_source"] = resolved.source
     record.save()
     context = StageContext(resolved, paths, record, progress)
+    selected = stages[: (last + 1) if last is not None else len(stages)]
+    with workers_from_a_forkserver():
+        ran, skipped = _run_stages(context, selected, names, first, from_stage)
+    seconds = time.perf_counter() - started
+    _print_summary(selected, record, ran, skipped, seconds, paths)
+    return RunResult(paths.out, resolved, record, ran, skipped, seconds)
+
+
+def _run_stages(context: StageContext, selected: tuple[Stage, ...] | list[Stage], names: list[str], first: int | None,
+                from_stage: str | None) -> tuple[list[str], list[str]]:
+    """Skip, reset and run the selected stages in order (see the module docstring); (ran, skipped)."""
+    resolved, paths, record = context.config, context.paths, context.record
     ran: list[str] = []
     skipped: list[str] = []
     forced = False
-    selected = stages[: (last + 1) if last is not None else len(stages)]
     for index, stage in enumerate(selected):
         upstream = fingerprint({name: (record.stage(name) or {}).get("choices") for name in names[:index]})
         config_part = config_values(resolved, stage.keys(resolved))
         inputs = stage.inputs(context)
         current = stage_fingerprint(config_part, inputs, upstream)
         previous = record.stage(stage.name)
-        label = f"[{index + 1}/{len(stages)}] {stage.name}"
+        label = f"[{index + 1}/{len(names)}] {stage.name}"
         if first is not None and index < first:
             if not (previous and previous.get("status") == DONE and previous.get("fingerprint") == current):
                 raise MassegError(f"--from {from_stage}: the earlier stage {stage.name!r} is not done with these inputs",
@@ -184,13 +218,11 @@ def run_pipeline(config: str | Path | ProjectConfig | None = None, overrides: di
         if not stage.complete(context, entry):
             missing = [path for path in result.outputs if not Path(path).exists()]
             raise MassegError(f"stage {stage.name!r} ended without its outputs ({', '.join(missing[:3])})",
-                              paths.out, f"rerun; report it as a bug if it persists")
+                              paths.out, "rerun; report it as a bug if it persists")
         record.set_stage(stage.name, entry)
         ran.append(stage.name)
         forced = True
-    seconds = time.perf_counter() - started
-    _print_summary(selected, record, ran, skipped, seconds, paths)
-    return RunResult(paths.out, resolved, record, ran, skipped, seconds)
+    return ran, skipped
 
 
 def _invocation(config: Any, overrides: dict[str, Any] | None, out: Any, from_stage: str | None,

@@ -41,7 +41,7 @@ from masseg_search.pipeline.plan import (
     ensemble_views,
     plan_summary,
     resolve_split_list,
-    test_configs,
+    needed_test_configs,
     top_trial_checkpoints,
     validation_configs,
     view_configs,
@@ -518,7 +518,7 @@ def run_infer_test(ctx: StageContext) -> StageResult:
     result = StageResult(outputs=[str(scene_types)])
     views = []
     for view in _views(ctx):
-        pairs = test_configs(needed, view["view"], [parse_config_id(c) for c in stored.get(view["view"], [])])
+        pairs = needed_test_configs(needed, view["view"], [parse_config_id(c) for c in stored.get(view["view"], [])])
         per_type = None
         if view["view"] is None and config.pipeline.test_baselines:
             pairs = sorted({*pairs, SAM2_DEFAULT, MASSEG_BEST})
