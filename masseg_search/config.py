@@ -191,11 +191,31 @@ class TrainSweepSection(Section):
     seed: int = 0
 
 
+class PruningSection(Section):
+    """Settings of tune-mss's trial pruners (``mss.pruner``); each pass judges trials on their per-video J&F."""
+
+    p_threshold: float = Field(0.1, gt=0, lt=1, description="wilcoxon: prune a trial when the signed-rank test says it "
+                               "is worse than the best trial at this p-value (Optuna's WilcoxonPruner)")
+    startup_videos: int = Field(2, ge=0, description="wilcoxon: videos paired with the best trial before any pruning")
+    rungs: list[float] = Field(default_factory=lambda: [1 / 9, 1 / 3], description="sha: fractions of a type's videos "
+                               "after which trials are ranked (the rest of the pass is the last rung)")
+    reduction_factor: float = Field(3.0, gt=1, description="sha: the top 1/reduction_factor of the trials at a rung "
+                                    "(this pass's and earlier ones') go on")
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing_fractions(cls, rungs: list[float]) -> list[float]:
+        if any(not 0 < fraction < 1 for fraction in rungs) or sorted(set(rungs)) != list(rungs):
+            raise ValueError("rungs must be increasing fractions between 0 and 1, e.g. [0.111, 0.333]")
+        return rungs
+
+
 class MssSection(Section):
     """Optuna search of (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc) per scene type."""
 
     split: str | None = Field(None, description="split name or list file searched on; None = data.val_split")
-    trials: int = Field(24, ge=1, description="finished trials per scene-type study (the two baselines count)")
+    trials: int = Field(24, ge=1, description="finished (complete or pruned) trials per scene-type study (the two "
+                        "baselines count)")
     batch: int = Field(8, ge=1, description="trials asked per study and engine pass")
     sampler: Literal["tpe", "gp", "cmaes", "random", "grid"] = "tpe"
     seed: int = 0
@@ -205,6 +225,13 @@ class MssSection(Section):
     grid_points: int = Field(5, ge=2, description="values per dimension for the grid sampler")
     feature_cache_mb: int = Field(512, ge=0, description="keep image features across passes up to this size")
     engine_max_rows: int | None = Field(None, ge=1, description="object x configuration rows per engine step; None = all")
+    engine_chunk_by_config: bool = Field(False, description="batch each configuration's rows on their own: a trial "
+                                         "pruned mid-pass then leaves the other trials' results bit for bit the same "
+                                         "(batched all together they agree up to float rounding), at the cost of one "
+                                         "engine step per configuration and frame")
+    pruner: Literal["none", "wilcoxon", "sha"] = Field("none", description="stop trials early within a pass on their "
+                                                        "per-video J&F: Optuna's WilcoxonPruner, or successive halving")
+    pruning: PruningSection = Field(default_factory=PruningSection)
     bootstrap: int = Field(1000, ge=0)
     storage: str | None = Field(None, description="Optuna storage; None = sqlite:///studies/<study>.db; no passwords")
     artifact_dir: str = Field("studies/artifacts", description="optuna-dashboard --artifact-dir for the plots")

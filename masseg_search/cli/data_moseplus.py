@@ -15,7 +15,11 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         help="convert a DAVIS / YouTube-VOS / YouTube-VIS / OVIS / BURST source to the MOSE layout",
         description="Convert one source dataset into a MOSE-layout root: frames 00000.jpg..., palette PNGs with ids "
         "renumbered 1..N, one resolution (shorter side), manifest_frames.csv / manifest_objects.csv mapping back to "
-        "the source. Reruns resume where a run stopped.",
+        "the source. Reruns resume where a run stopped. Reads: DAVIS 2016 (grayscale 0/255 masks, one object; "
+        "480p / 1080p; frame-pair ImageSets) and 2017 (palette; 480p / Full-Resolution); YouTube-VOS 2018/2019 "
+        "train and valid (meta.json; sparse PNGs); YouTube-VIS 2019/2021 and OVIS (RLE with list or string counts, "
+        "polygons, null frames; JSON beside or inside the split folder); BURST (per-frame track RLEs, "
+        "<split>/<dataset>/<sequence> frames).",
     )
     convert.add_argument("--format", required=True, choices=FORMATS, help="source format (vis = YouTube-VIS 2019/2021)")
     convert.add_argument("--src", required=True, help="the source folder as the dataset ships it")
@@ -25,8 +29,11 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("--no-upscale", action="store_true", help="leave clips smaller than --shorter-side as they are")
     convert.add_argument("--frames", choices=("annotated", "all"), default="annotated",
                          help="YouTube-VOS/BURST: keep only annotated frames (default) or all, the others unlabelled")
-    convert.add_argument("--split", help="DAVIS: convert only ImageSets/2017/<split>.txt (e.g. train)")
-    convert.add_argument("--images", help="YouTube-VOS: image folder with every frame (train_all_frames/JPEGImages)")
+    convert.add_argument("--split", help="DAVIS: convert only the videos (DAVIS 2016 lists: the frames) of "
+                         "ImageSets/2017/<split>.txt or ImageSets/<480p|1080p>/<split>.txt (e.g. train; 2016/val "
+                         "for ImageSets/2016/val.txt); default every video")
+    convert.add_argument("--images", help="YouTube-VOS: image folder with every frame (train_all_frames/JPEGImages "
+                         "or valid_all_frames/JPEGImages, with --frames all)")
     convert.add_argument("--max-videos", type=int, help="convert only the first N videos")
     convert.add_argument("--workers", type=int, default=1, help="videos converted at once, one process each (default 1)")
     convert.set_defaults(func=_run_convert)
@@ -53,6 +60,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     )
     print(f"{len(summary.videos)} videos in {summary.out} ({len(summary.skipped)} skipped: no object); "
           f"{summary.frames} frames written at {summary.frames_per_second:.1f} frames/s")
+    if "first-appearance" in summary.labels:
+        print("note: this source has masks only where objects first appear (YouTube-VOS valid): the root holds "
+              "prompts for inference, not training labels (check it with --allow-late-objects)")
     return 0
 
 

@@ -17,9 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check",
         help="list every violation of the scorer's rules (exit 1 if any)",
         description="Check a submission folder or zip: every video and frame present (names and count match the "
-        "JPEG frames), each PNG indexed and of the video's size, values only among the first frame's ids (with "
-        "--annotations), no stray files, video folders at the zip root (or inside one wrapper folder). Every "
-        "violation is printed with its file and fix; exit status 1 when there is any.",
+        "JPEG frames), each PNG indexed and of the video's size, values only among the ids of the video's first "
+        "given mask (the split's Annotations beside --images, or --annotations; the command prints which masks it "
+        "used), no stray files, video folders at the zip root (or inside one wrapper folder). Every violation is "
+        "printed with its file and fix; exit status 1 when there is any.",
     )
     check.add_argument("submission", help="submission folder or .zip")
     _add_common(check)
@@ -36,16 +37,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, help="the split's JPEGImages folder (or the dataset root holding it)")
-    parser.add_argument("--annotations", help="the given first-frame masks (Annotations folder or dataset root); enables the id check")
+    masks = parser.add_mutually_exclusive_group()
+    masks.add_argument("--annotations", help="the given first-frame masks (Annotations folder or dataset root); "
+                       "default: the split's Annotations beside --images")
+    masks.add_argument("--no-annotations", action="store_true", help="skip the id check (no first-frame masks)")
     parser.add_argument("--split-list", help="list file of the expected videos (default: every video folder under --images)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
 
 
 def _problems(args: argparse.Namespace, location: str) -> list:
-    from masseg_search.ensemble.submission import check_submission
+    from masseg_search.ensemble.submission import check_submission_report
 
     videos = read_split_list(args.split_list) if args.split_list else None
-    return check_submission(location, args.images, args.annotations, videos=videos, workers=args.workers)
+    report = check_submission_report(location, args.images, args.annotations, videos=videos, workers=args.workers,
+                                     find_annotations=not args.no_annotations)
+    print(report.masks_summary())
+    return report.problems
 
 
 def _report(problems: list, show: int) -> None:
@@ -59,8 +66,6 @@ def _report(problems: list, show: int) -> None:
 
 def _run_check(args: argparse.Namespace) -> int:
     problems = _problems(args, args.submission)
-    if not args.annotations:
-        print("note: ids not checked (pass --annotations with the first-frame masks)")
     _report(problems, args.show)
     return 1 if problems else 0
 

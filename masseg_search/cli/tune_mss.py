@@ -6,9 +6,10 @@ import argparse
 from masseg_search.cli.options import add_config_options, overrides_from_args
 from masseg_search.config import load_config
 from masseg_search.errors import MassegError
+from masseg_search.store.predictions import config_id
 
 SHORTHANDS = {"trials": "mss.trials", "batch": "mss.batch", "storage": "mss.storage", "sampler": "mss.sampler",
-              "seed": "mss.seed", "cv": "mss.cv_folds", "checkpoint": "model.checkpoint"}
+              "seed": "mss.seed", "cv": "mss.cv_folds", "checkpoint": "model.checkpoint", "pruner": "mss.pruner"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", choices=["tpe", "gp", "cmaes", "random", "grid"], help="--set mss.sampler")
     parser.add_argument("--seed", type=int, help="sampler and fold seed (--set mss.seed)")
     parser.add_argument("--cv", type=int, help="held-out folds over videos, 0 = none (--set mss.cv_folds)")
+    parser.add_argument("--pruner", choices=["none", "wilcoxon", "sha"], help="stop trials early within a pass on "
+                        "their per-video J&F (--set mss.pruner): Optuna's WilcoxonPruner against the best trial, or "
+                        "successive halving over rungs of videos (mss.pruning); pruned trials end PRUNED and count as "
+                        "finished; the baselines are never pruned")
     parser.add_argument("--ray-address", help="run engine passes as Ray tasks on this cluster ('auto', host:port, or "
                         "'local' to start one here)")
     parser.add_argument("--checkpoint", help="SAM2 checkpoint (--set model.checkpoint; default: the best trial of the "
@@ -62,10 +67,13 @@ def run(args: argparse.Namespace) -> int:
     result = tune_mss(config, study=args.study, ray_address=args.ray_address, progress=not args.no_progress)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")
-    for scene_type, (scale, bias) in result.best.types.items():
+    pruned = sum(len(numbers) for numbers in result.report.pruned.values())
+    if pruned:
+        print(f"pruned: {pruned} trials stopped early on their per-video J&F (state PRUNED in the dashboard)")
+    for scene_type, knobs in result.best.types.items():
         detail = result.best.details.get(scene_type, {})
         source = "held-out" if detail.get("jf_source") == "heldout" else "in-sample (optimistic; use --cv for held-out)"
-        print(f"{scene_type}: scale {scale:g}, bias {bias:g}, J&F {detail.get('jf', float('nan')):.4f} {source}, "
+        print(f"{scene_type}: {config_id(knobs)}, J&F {detail.get('jf', float('nan')):.4f} {source}, "
               f"{detail.get('objects', 0)} objects")
     if result.holdout is not None and not result.holdout.summary.empty:
         summary = result.holdout.summary[result.holdout.summary.scene_type == "all"].set_index("method")

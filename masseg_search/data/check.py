@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from masseg_search.data.layout import VOID_ID, Dataset, open_dataset, read_split_list, resolve_roots
+from masseg_search.data.layout import (
+    BINARY_OBJECT_VALUE,
+    VOID_ID,
+    Dataset,
+    is_grayscale_mode,
+    open_dataset,
+    read_split_list,
+    resolve_roots,
+)
 from masseg_search.errors import MassegError
 
 ERROR = "error"
@@ -113,13 +121,25 @@ def _check_frame_names(video_dir: Path, frame_paths: list[Path]) -> list[Problem
     return problems
 
 
-def _check_annotation(path: Path) -> tuple[np.ndarray | None, Problem | None]:
-    """Decode one annotation: its id mask, or the problem that prevents using it."""
+def _check_annotation(path: Path, root: Path) -> tuple[np.ndarray | None, Problem | None]:
+    """Decode one annotation: its id mask, or the problem that prevents using it (``root``: the dataset, for fixes)."""
     try:
         with Image.open(path) as image:
             mode = image.mode
             if mode != "P":
-                kind = "RGB" if mode in ("RGB", "RGBA") else "grayscale" if mode in ("L", "LA", "I", "I;16", "1") else mode
+                if is_grayscale_mode(mode):
+                    values = set(np.unique(np.asarray(image)).astype(np.int64).tolist())
+                    if mode == "1" or values <= {0, BINARY_OBJECT_VALUE}:
+                        return None, Problem(
+                            path,
+                            f"annotation PNG is grayscale with values {sorted(values)} (mode {mode!r}): "
+                            "a DAVIS 2016 mask (0 = background, 255 = the one object), not an indexed PNG of ids",
+                            f"convert the dataset: masseg-search data convert --format davis --src {root} --out "
+                            "<new folder> (it reads 0/255 masks as object 1 and writes palette PNGs)",
+                            ERROR,
+                            "davis2016-grayscale",
+                        )
+                kind = "RGB" if mode in ("RGB", "RGBA") else "grayscale" if is_grayscale_mode(mode) or mode == "LA" else mode
                 return None, Problem(
                     path,
                     f"annotation PNG is {kind} (mode {mode!r}), not indexed",
@@ -176,7 +196,7 @@ def _video_problems(dataset: Dataset, name: str, allow_late_objects: bool, decod
     first_ids: set[int] | None = None
     late: dict[int, list[str]] = {}
     for path in matched:
-        mask, problem = _check_annotation(path)
+        mask, problem = _check_annotation(path, dataset.root)
         if problem:
             problems.append(problem)
             if first_ids is None:
@@ -262,7 +282,8 @@ def check_dataset(root: str | Path, split_list: str | Path | None = None, allow_
     """Validate a MOSE or DAVIS dataset and return every problem (an empty list when it is clean).
 
     Checks: missing frames, gaps and non-integer frame names; frame / annotation size mismatch; annotation PNGs that
-    are RGB or grayscale instead of indexed; ids in later frames that are not in the first annotated frame (unless
+    are RGB or grayscale instead of indexed (a grayscale 0/255 mask is named as DAVIS 2016's, with the converter
+    that reads it); ids in later frames that are not in the first annotated frame (unless
     ``allow_late_objects``); an empty first-frame mask; corrupt or truncated JPEG/PNG files (``decode_images``
     decodes every frame, not just its header and end marker); empty video folders; annotations without images.
     """

@@ -1,16 +1,20 @@
 """MOSE / DAVIS dataset layout and palette-PNG I/O.
 
 MOSE: ``ROOT/JPEGImages/<video>/<frame>.jpg`` and ``ROOT/Annotations/<video>/<frame>.png`` (indexed PNG, DAVIS
-palette, 0 = background, ids 1..N). DAVIS adds a resolution level (``480p/`` or ``Full-Resolution/``) under both
-folders and keeps split lists in ``ImageSets/<year>/<split>.txt``. A split list file (one video name a line)
-selects videos in either layout.
+palette, 0 = background, ids 1..N). DAVIS adds a resolution level under both folders (``480p/``; DAVIS 2016 also
+``1080p/``, DAVIS 2017 ``Full-Resolution/``) and keeps split lists in ``ImageSets/``: DAVIS 2017's
+``ImageSets/2017/<split>.txt`` (and ``ImageSets/2016/<split>.txt`` in the 2017 release) name one sequence a line;
+DAVIS 2016's ``ImageSets/<level>/<split>.txt`` name frame pairs, ``/JPEGImages/480p/bear/00000.jpg
+/Annotations/480p/bear/00000.png``. A split list file of either kind selects videos in either layout. DAVIS 2016
+masks are 8-bit grayscale PNGs, 0 = background and 255 = the one object (:func:`read_binary_mask`); everything
+else here reads palette PNGs.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import numpy as np
@@ -20,7 +24,8 @@ from masseg_search.errors import MassegError
 
 IMAGE_DIR = "JPEGImages"
 ANNOTATION_DIR = "Annotations"
-DAVIS_LEVELS = ("480p", "Full-Resolution")
+DAVIS_LEVELS = ("480p", "1080p", "Full-Resolution")
+BINARY_OBJECT_VALUE = 255  # the object in a DAVIS 2016 grayscale mask
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 VOID_ID = 255
 
@@ -94,6 +99,41 @@ def read_mask(path: str | Path) -> np.ndarray:
         raise MassegError("annotation PNG not found", path, "check the video and frame name") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise MassegError(f"cannot decode PNG ({exc})", path, "the file is corrupt or truncated: re-export it") from None
+
+
+def is_grayscale_mode(mode: str) -> bool:
+    """Whether a PIL image mode is a single-channel grayscale or bilevel one (not a palette)."""
+    return mode in ("L", "1", "I", "I;16", "I;16B", "I;16L")
+
+
+def read_binary_mask(path: str | Path) -> np.ndarray:
+    """Read a DAVIS 2016 mask (8-bit grayscale, 0 = background, 255 = the one object) as 0/1 ``uint8`` ids.
+
+    DAVIS 2016's own reader (davis-matlab ``db_read_annot.m``) asserts one channel and values in {0, 255}, then
+    takes ``> 0``; any other value here is an error naming the file rather than a silent threshold.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            if not is_grayscale_mode(image.mode):
+                raise MassegError(f"annotation PNG is mode {image.mode!r}, not a grayscale DAVIS 2016 mask", path,
+                                  "DAVIS 2016 masks are 8-bit grayscale 0/255; palette PNGs are read as object ids")
+            values = np.asarray(image)
+    except MassegError:
+        raise
+    except FileNotFoundError:
+        raise MassegError("annotation PNG not found", path, "check the video and frame name") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MassegError(f"cannot decode PNG ({exc})", path, "the file is corrupt or truncated: re-export it") from None
+    if values.dtype == bool:  # mode "1"
+        return values.astype(np.uint8)
+    present = np.unique(values)
+    odd = [int(v) for v in present if v not in (0, BINARY_OBJECT_VALUE)]
+    if odd:
+        raise MassegError(f"grayscale mask holds values {odd[:5]} besides 0 and {BINARY_OBJECT_VALUE}", path,
+                          "a DAVIS 2016 mask is 0 (background) / 255 (object); save several objects as a palette PNG "
+                          "of ids (masseg_search.data.layout.write_mask)")
+    return (values == BINARY_OBJECT_VALUE).astype(np.uint8)
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:
@@ -209,13 +249,43 @@ class Dataset:
         return len(self.video_names)
 
 
+def parse_split_line(line: str) -> tuple[str, str | None] | None:
+    """(video, frame stem or None) of one split-list line; None for a blank line or a ``#`` comment.
+
+    A line is a video name (MOSE, DAVIS 2017) or a DAVIS 2016 frame pair such as
+    ``/JPEGImages/480p/bear/00000.jpg /Annotations/480p/bear/00000.png`` (video ``bear``, frame ``00000``).
+    """
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    first = text.split()[0]
+    if "/" in first and len(PurePosixPath(first).parts) >= 2:
+        image = PurePosixPath(first)
+        return image.parent.name, image.stem
+    return text, None
+
+
 def read_split_list(path: str | Path) -> list[str]:
-    """Video names from a list file (one a line; blank lines and ``#`` comments ignored)."""
+    """Video names from a list file (one a line; blank lines and ``#`` comments ignored).
+
+    DAVIS 2016 lists (one frame pair a line) give each sequence once, in order of its first frame.
+    """
     path = Path(path)
     if not path.is_file():
         raise MassegError("split list file not found", path, "pass an existing file with one video name per line")
-    names = [line.strip() for line in path.read_text().splitlines()]
-    return [name for name in names if name and not name.startswith("#")]
+    names: list[str] = []
+    from_frames: set[str] = set()
+    for line in path.read_text().splitlines():
+        parsed = parse_split_line(line)
+        if parsed is None:
+            continue
+        name, frame = parsed
+        if frame is None:
+            names.append(name)  # a name listed twice stays twice: `data check` reports it
+        elif name not in from_frames:
+            from_frames.add(name)
+            names.append(name)
+    return names
 
 
 def write_split_list(path: str | Path, names: list[str]) -> None:
@@ -232,21 +302,32 @@ def _resolve_roots(root: Path) -> tuple[Path, Path]:
     return image_root, annotation_root
 
 
+def split_list_candidates(root: str | Path, split: str) -> list[Path]:
+    """Where the list file of split ``split`` may be, in the order looked at: ``ROOT/<split>.txt``,
+    ``ROOT/ImageSets/<split>.txt``, DAVIS 2017's ``ImageSets/2017/<split>.txt``, DAVIS 2016's
+    ``ImageSets/<level>/<split>.txt``. A split such as ``2016/val`` names a sub-folder of ``ImageSets``."""
+    root = Path(root)
+    return [root / f"{split}.txt", root / "ImageSets" / f"{split}.txt", root / "ImageSets" / "2017" / f"{split}.txt",
+            *(root / "ImageSets" / level / f"{split}.txt" for level in DAVIS_LEVELS)]
+
+
 def find_split_list(root: str | Path, split: str) -> Path:
-    """The list file of split ``split``: ``ROOT/<split>.txt``, ``ROOT/ImageSets/<split>.txt`` or ``ROOT/ImageSets/2017/<split>.txt``;
-    a ``split`` that is itself a list file (a path ending in ``.txt``, or with a folder: SAM2's MOSE val list) is
-    taken as it is (relative to the working folder, else to ROOT)."""
+    """The list file of split ``split`` (see :func:`split_list_candidates`); an error names the first candidate.
+    A ``split`` that is itself a list file (a path ending in ``.txt``: SAM2's MOSE val list) is taken as it is
+    (relative to the working folder, else to ROOT)."""
     root = Path(root)
     given = Path(split)
-    if given.suffix == ".txt" or len(given.parts) > 1:
+    if given.suffix == ".txt":
         for candidate in (given, root / given):
             if candidate.is_file():
                 return candidate
         raise MassegError("split list file not found", given, f"pass an existing list file (one video a line), or a split name under {root}")
-    for candidate in (root / f"{split}.txt", root / "ImageSets" / f"{split}.txt", root / "ImageSets" / "2017" / f"{split}.txt"):
+    candidates = split_list_candidates(root, split)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise MassegError(f"no list file for split {split!r}", root, f"create {root / (split + '.txt')} or pass --split-list")
+    raise MassegError(f"no list file for split {split!r} (looked for {', '.join(str(c.relative_to(root)) for c in candidates)})",
+                      root, f"create {root / (split + '.txt')} or pass --split-list")
 
 
 def resolve_roots(root: str | Path) -> tuple[Path, Path]:

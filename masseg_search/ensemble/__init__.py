@@ -58,12 +58,17 @@ from masseg_search.ensemble.plan import (
 )
 from masseg_search.ensemble.render import FrameRenderer, video_masks
 from masseg_search.ensemble.select import select_fusion
-from masseg_search.ensemble.submission import check_submission, write_submission_zip
+from masseg_search.ensemble.submission import (
+    SubmissionReport,
+    check_submission,
+    check_submission_report,
+    write_submission_zip,
+)
 from masseg_search.ensemble.write import PARTIAL_PREFIX, EnsembleResult, run_ensemble
 
 __all__ = [
     "METHODS", "PARTIAL_PREFIX", "PER_TYPE_FOLDER", "PROBABILITY_EPS", "EnsembleResult", "FrameRenderer", "FusedVideo",
     "FusionPlan", "FusionRule", "RuleResolver", "RuleSpec", "fuse_logits", "fuse_video", "load_plan",
     "load_scene_type_lookup", "per_type_views", "plan_from_dict", "run_ensemble", "save_plan", "select_fusion",
-    "check_submission", "video_masks", "write_submission_zip",
+    "SubmissionReport", "check_submission", "check_submission_report", "video_masks", "write_submission_zip",
 ]

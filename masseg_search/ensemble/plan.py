@@ -65,7 +65,7 @@ class FusionPlan:
                 if best is None:
                     raise MassegError("the plan uses 'select' but no best_configs.yaml is given", None,
                                       "pass --best-configs or set best_configs in the plan")
-                needed |= {store.config_id(*pair) for pair in [best.default, *best.types.values()]}
+                needed |= {store.config_id(knobs) for knobs in [best.default, *best.types.values()]}
             elif not rule.configs:
                 return None
             else:
@@ -178,15 +178,19 @@ class RuleResolver:
 
     def __init__(self, plan: FusionPlan, available_configs: list[str],
                  scene_types: dict[tuple[str, int], str] | None = None, best: BestConfigs | None = None,
-                 per_type_stored: bool = False, per_type_views: Iterable[str | None] = ()):
+                 per_type_stored: bool = False, per_type_views: Iterable[str | None] = (),
+                 predictions_root: str | Path | None = None):
         """``per_type_stored``: ``per_type/`` exists; ``per_type_views``: the views whose ``per_type@<view>/``
         exists (None = the base view). A config missing from ``available_configs`` is then looked up there when
-        loaded (and refused there if that folder holds the object under another config)."""
+        loaded (and refused there if that folder holds the object under another config). ``predictions_root``:
+        where ``available_configs`` were listed, named by the errors."""
         self.plan, self.available, self.scene_types, self.best = plan, list(available_configs), scene_types, best
+        self.predictions_root = Path(predictions_root) if predictions_root is not None else None
         self.per_type_views = set(per_type_views) | ({None} if per_type_stored else set())
         self.per_type_stored = None in self.per_type_views
         if not self.available and not (self.per_type_views and (plan.uses_select() or plan.per_type or plan.per_object)):
-            raise MassegError("no stored configurations found", None, "point --predictions at results/predictions/<split> written by infer")
+            raise MassegError("no stored configurations found (no <config_id>/ folder such as s20_b-10/)",
+                              self.predictions_root, "point --predictions at results/predictions/<split> written by infer")
         if plan.uses_select() and best is None:
             raise MassegError("the plan uses 'select' but no best_configs.yaml is given", None, "pass --best-configs or set best_configs in the plan")
         if (plan.uses_select() or plan.per_type) and scene_types is None:
@@ -215,15 +219,16 @@ class RuleResolver:
         """The resolved rule of one object."""
         spec = self.spec_for(video, object_id)
         if spec.method == "select":
-            scale, bias = self.best.for_type(self.scene_type(video, object_id))  # type: ignore[union-attr]
-            configs: tuple[str, ...] = (store.config_id(scale, bias),)
+            knobs = self.best.for_type(self.scene_type(video, object_id))  # type: ignore[union-attr]
+            configs: tuple[str, ...] = (store.config_id(knobs),)
             method = "single"
         else:
             configs, method = spec.configs or tuple(self.available), spec.method
         # a config only per_type[@view]/ holds is checked when loaded
         missing = [c for c in configs if c not in self.available and store.config_view(c) not in self.per_type_views]
         if missing:
-            raise MassegError(f"configs {missing} (object {video}/{object_id}) are not in the predictions", None,
+            raise MassegError(f"configs {missing} (object {video}/{object_id}) are not in the predictions",
+                              self.predictions_root,
                               f"run `masseg-search infer` with them, or use the stored ones: {', '.join(self.available)}")
         return FusionRule(method, tuple(configs), spec.weights)
 

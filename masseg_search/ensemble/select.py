@@ -71,6 +71,7 @@ def _score_video(job: _VideoJob) -> dict[str, dict[int, float]]:
     if len(gt) < 3:
         raise MassegError(f"video {video.name} has {len(gt)} frames; J&F needs at least 3", video.image_dir, "leave it out of the validation list")
     height, width = gt[0].shape
+    # the objects the candidates predict; the official set's other ids would add one value to every candidate
     object_ids = first_frame_object_ids(gt[0])
     cache: dict[str, store.VideoPrediction] = {}
     scores = {}
@@ -151,7 +152,7 @@ def with_views(rule: FusionRule, views: tuple[str, ...]) -> FusionRule:
     probabilities (``logit-mean`` stays a logit mean); ``rule`` itself without views."""
     if not views:
         return rule
-    configs = tuple(rule.configs) + tuple(store.config_id(*store.parse_config_id(c), v) for v in views for c in rule.configs)
+    configs = tuple(rule.configs) + tuple(store.config_id(store.parse_config_id(c), view=v) for v in views for c in rule.configs)
     return FusionRule("logit-mean" if rule.method == "logit-mean" else "mean", configs)
 
 
@@ -173,8 +174,8 @@ def _spec_with_views(spec: RuleSpec, views: tuple[str, ...]) -> RuleSpec:
 
 def _select_plan_with_views(best: Any, views: tuple[str, ...]) -> FusionPlan:
     """``select`` fused over views, written out as per-scene-type rules (the default config for other types)."""
-    def rule(pair: tuple[float, float]) -> RuleSpec:
-        return _spec_with_views(RuleSpec("single", (store.config_id(*pair),)), views)
+    def rule(knobs: store.Knobs) -> RuleSpec:
+        return _spec_with_views(RuleSpec("single", (store.config_id(knobs),)), views)
 
     return FusionPlan(rule(best.default), {scene_type: rule(pair) for scene_type, pair in sorted(best.types.items())})
 
@@ -188,6 +189,9 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
     names = list(videos) if videos is not None else dataset.video_names
     if not names:
         raise MassegError("no validation videos", data_root, "pass a split list with videos")
+    if not predictions_root.is_dir():
+        raise MassegError("predictions folder not found", predictions_root,
+                          "pass --predictions results/predictions/<split> as written by `masseg-search infer`")
     available = store.list_config_ids(predictions_root)
     complete_any = [c for c in available if all(store.is_complete(predictions_root / c / v) for v in names)]
     complete = [c for c in complete_any if store.config_view(c) is None]  # the base view's configurations
@@ -229,7 +233,8 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
             notes.append(f"select scored with tune-mss's per-fold choices ({MssResults(Path(folds).parent).holdout_objects.name}): held out")
         else:
             select_plan = FusionPlan(RuleSpec("select"), best_configs=str(best_configs))
-            resolver = RuleResolver(select_plan, available, lookup, best, per_type_stored=per_type_stored)
+            resolver = RuleResolver(select_plan, available, lookup, best, per_type_stored=per_type_stored,
+                                    predictions_root=predictions_root)
             fixed["select"] = {v: resolver.rules_for_video(v, object_ids[v]) for v in names}
             notes.append("select scored with best_configs.yaml as given: optimistic if it was tuned on these videos")
     else:

@@ -103,8 +103,11 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
     best_path = Path(best_configs) if best_configs else (Path(plan.best_configs) if plan.best_configs else None)
     lookup = load_scene_type_lookup(scene_types_path) if scene_types_path else None
     best = load_best_configs(best_path) if best_path else None
+    if not predictions_root.is_dir():
+        raise MassegError("predictions folder not found", predictions_root,
+                          "pass --predictions results/predictions/<split> as written by `masseg-search infer`")
     resolver = RuleResolver(plan, store.list_config_ids(predictions_root), lookup, best,
-                            per_type_views=per_type_views(predictions_root))
+                            per_type_views=per_type_views(predictions_root), predictions_root=predictions_root)
     dataset = layout.open_dataset(data_root, split_list=split_list)
     names = list(videos) if videos is not None else dataset.video_names
     jobs = []

@@ -3,8 +3,11 @@
 sam2's ``PNGRawDataset`` lists the videos and reads palette PNGs, ``RandomUniformSampler`` picks ``num_frames``
 consecutive frames and up to ``max_objects`` objects visible in the first of them, ``VOSDataset`` loads them and
 runs the transforms, and ``collate_fn`` makes the ``BatchedVideoDatapoint`` that ``SAM2Train`` eats. What is ours:
-checking the split first (videos too short or not fully annotated are named, not silently retried), and a sampler
-that draws a fixed number of clips per epoch from a seeded generator.
+checking the split first (videos too short or not fully annotated are named, not silently retried), a sampler
+that draws a fixed number of clips per epoch from a seeded generator, and the void label: sam2's palette loader
+drops only 0, so the DAVIS / YouTube-VOS void value 255 (kept by the MOSE+ writer for evaluation) would become an
+object to sample and supervise. :class:`VoidFreeVideos` drops it before sampling; void pixels then count as
+background for every object (sam2's loss has no ignore region).
 """
 from __future__ import annotations
 
@@ -13,12 +16,12 @@ import random
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from masseg_search.data.layout import ANNOTATION_DIR, IMAGE_DIR, Dataset, list_files, open_dataset
+from masseg_search.data.layout import ANNOTATION_DIR, IMAGE_DIR, VOID_ID, Dataset, list_files, open_dataset
 from masseg_search.errors import MassegError
 
 log = logging.getLogger(__name__)
@@ -69,8 +72,35 @@ def check_clip_split(data_root: str | Path, split: str, num_frames: int) -> Clip
     return ClipSplit(dataset, usable, skipped)
 
 
+class VoidFreeSegments:
+    """A sam2 segment loader whose frames never hold the void label (255) as an object."""
+
+    def __init__(self, segment_loader: Any):
+        self.segment_loader = segment_loader
+
+    def load(self, frame_id: int) -> dict:
+        """sam2's ``{object id: bool mask}`` of one frame, without the void entry."""
+        return {obj: mask for obj, mask in self.segment_loader.load(frame_id).items() if int(obj) != VOID_ID}
+
+
+class VoidFreeVideos:
+    """A sam2 raw video dataset (``get_video``, ``len``) whose segment loaders drop the void label."""
+
+    def __init__(self, raw_dataset: Any):
+        self.raw_dataset = raw_dataset
+
+    def get_video(self, index: int) -> tuple[Any, VoidFreeSegments]:
+        """sam2's (video, segment loader) with the loader wrapped."""
+        video, segment_loader = self.raw_dataset.get_video(index)
+        return video, VoidFreeSegments(segment_loader)
+
+    def __len__(self) -> int:
+        return len(self.raw_dataset)
+
+
 def build_clip_dataset(split: ClipSplit, num_frames: int, max_objects: int, transforms: list[Callable]):
-    """sam2's ``VOSDataset`` over the usable videos: random consecutive clips, up to ``max_objects`` objects."""
+    """sam2's ``VOSDataset`` over the usable videos: random consecutive clips, up to ``max_objects`` objects,
+    never the void label."""
     from training.dataset.vos_dataset import VOSDataset
     from training.dataset.vos_raw_dataset import PNGRawDataset
     from training.dataset.vos_sampler import RandomUniformSampler
@@ -79,7 +109,8 @@ def build_clip_dataset(split: ClipSplit, num_frames: int, max_objects: int, tran
                         file_list_txt=None)
     raw.video_names = list(split.usable)  # the checked subset, in split order
     sampler = RandomUniformSampler(num_frames=num_frames, max_num_objects=max_objects)
-    return VOSDataset(transforms=transforms, training=True, video_dataset=raw, sampler=sampler, multiplier=1)
+    return VOSDataset(transforms=transforms, training=True, video_dataset=VoidFreeVideos(raw), sampler=sampler,
+                      multiplier=1)
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -15,7 +15,8 @@ to plain SAM2::
 the yaml under ``site-packages/sam2/configs/`` and pass its relative name, e.g. to ``tools/vos_inference.py``).
 
 Checkpoints: official ``{"model": state_dict}`` files and sam2-trainer checkpoints (``{"model", "optimizer",
-"epoch", ...}``), loaded with ``weights_only=True``.
+"epoch", ...}``), opened only by :func:`read_checkpoint` (``weights_only=True``; every failure a MassegError naming
+the file) and loaded by :func:`apply_state_dict` (wrong keys or shapes named).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import io
 import logging
 import pickle
 import re
-import zipfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -146,10 +147,46 @@ def build_model(model_config: str | Path, checkpoint: str | Path | None = None, 
     ``checkpoint`` None = random weights. ``overrides`` are extra Hydra overrides (``++model.key=value``).
     """
     path = resolve_model_config(model_config)
+    state_dict = load_state_dict_file(checkpoint) if checkpoint is not None else None  # a bad file fails before the build
     model = _build_predictor(path, resolve_device(device), postprocess, list(overrides or []))
-    if checkpoint is not None:
-        load_weights(model, checkpoint, model_config=path)
+    if state_dict is not None:
+        apply_state_dict(model, state_dict, checkpoint, model_config=path)
     return model
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """The object a checkpoint file holds, read with ``torch.load(weights_only=True)`` on the CPU.
+
+    The one place a checkpoint is opened: every way the read can fail (missing, a folder, empty, truncated, not a
+    zip or pickle at all, e.g. a text file, or a pickle of objects ``weights_only`` refuses) becomes one
+    MassegError naming the file.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise MassegError("checkpoint not found", path, "pass an existing .pt file, or create one with `masseg-search model init`")
+    if not path.is_file():
+        raise MassegError("checkpoint is a folder, not a file", path, "pass the .pt file inside it")
+    if path.stat().st_size == 0:
+        raise MassegError("checkpoint file is empty", path, "re-download or re-save the checkpoint")
+    try:
+        with warnings.catch_warnings():  # a plain pickle makes torch warn about its protocol before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
+            raise MassegError(f"checkpoint holds a {refused.group(1)} object, which weights_only=True refuses", path,
+                              "save it as {'model': model.state_dict()} with plain tensors and numbers") from None
+        raise MassegError("cannot read checkpoint: not a torch.save file, or corrupt or truncated (a pickle that "
+                          "torch's weights-only reader cannot parse)", path,
+                          "re-download or re-save the checkpoint (a .pt file written by torch.save)") from None
+    except Exception as exc:  # noqa: BLE001  torch's readers raise KeyError, RuntimeError, EOFError... for bad bytes
+        detail = str(exc).split(". ")[0].splitlines()[0] if str(exc) else ""
+        raise MassegError(f"cannot read checkpoint: not a torch.save file, or corrupt or truncated "
+                          f"({type(exc).__name__}{': ' + detail if detail else ''})", path,
+                          "re-download or re-save the checkpoint (a .pt file written by torch.save)") from None
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Any]:
@@ -157,27 +194,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise MassegError("checkpoint not found", path, "pass an existing .pt file, or create one with `masseg-search model init`")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if refused:
-            raise MassegError(f"checkpoint holds a {refused.group(1)} object, which weights_only=True refuses", path,
-                              "save it as {'model': model.state_dict()} with plain tensors and numbers") from None
-        raise MassegError("cannot read checkpoint, corrupt or truncated (not a torch.save file)", path,
-                          "re-download or re-save the checkpoint") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        first_sentence = str(exc).split(". ")[0] if str(exc) else ""
-        raise MassegError(f"cannot read checkpoint, corrupt or truncated ({type(exc).__name__}: {first_sentence})",
-                          path, "re-download or re-save the checkpoint") from None
+    data = read_checkpoint(path)
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         state_dict = data["model"]
     elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
         state_dict = data  # a bare state dict
     else:
-        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        keys = sorted(map(str, data))[:8] if isinstance(data, dict) else type(data).__name__
         raise MassegError(f"no 'model' state dict in checkpoint (found {keys})", path,
                           "use an official SAM2 checkpoint ({'model': state_dict}) or one written by train / model init")
     bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
@@ -230,10 +253,10 @@ def guess_configs(state_dict: dict[str, Any]) -> list[str]:
     return matches
 
 
-def load_weights(model: Any, checkpoint: str | Path, model_config: str | Path | None = None) -> None:
-    """Load a checkpoint into ``model`` strictly; a mismatch names the first differing keys and shapes and the
-    configs these weights look like."""
-    state_dict = load_state_dict_file(checkpoint)
+def apply_state_dict(model: Any, state_dict: dict[str, Any], checkpoint: str | Path,
+                     model_config: str | Path | None = None) -> None:
+    """Load ``state_dict`` (read from ``checkpoint``) into ``model`` strictly; wrong keys or shapes name the first
+    differing ones, the file, and the configs these weights look like."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -252,7 +275,16 @@ def load_weights(model: Any, checkpoint: str | Path, model_config: str | Path | 
         config_text = f" config {model_config}" if model_config else " config"
         raise MassegError(f"weights do not fit the{config_text}: {'; '.join(lines)}; {guess}", checkpoint,
                           "pass the --model-config the checkpoint was trained with")
-    model.load_state_dict(state_dict, strict=True)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a dtype torch cannot copy into a parameter
+        raise MassegError(f"cannot load the weights ({type(exc).__name__}: {str(exc).splitlines()[0]})", checkpoint,
+                          "re-save the checkpoint from a model built with the same config") from None
+
+
+def load_weights(model: Any, checkpoint: str | Path, model_config: str | Path | None = None) -> None:
+    """Load a checkpoint file into ``model`` strictly (:func:`read_checkpoint`, then :func:`apply_state_dict`)."""
+    apply_state_dict(model, load_state_dict_file(checkpoint), checkpoint, model_config)
 
 
 def init_checkpoint(model_config: str | Path, out: str | Path, seed: int = 0) -> Path:
@@ -279,6 +311,8 @@ def build_plain_predictor(model_config: str | Path, checkpoint: str | Path | Non
     from sam2.build_sam import build_sam2_video_predictor
 
     path = resolve_model_config(model_config)
+    if checkpoint:
+        load_state_dict_file(checkpoint)  # sam2's own loader would print a raw traceback for a bad file
     with hydra_config_dir(path.parent):
         return build_sam2_video_predictor(path.name, str(checkpoint) if checkpoint else None, device=device,
                                           apply_postprocessing=postprocess, hydra_overrides_extra=[NON_OVERLAP_OVERRIDE])

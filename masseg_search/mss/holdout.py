@@ -90,11 +90,37 @@ def summarize(per_object: pd.DataFrame, samples: int, seed: int) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def score_held_out(held_objects: pd.DataFrame, chosen: dict[str, Config], scorer: PassScorer, fold: int) -> list[dict]:
+    """ONE engine pass over the held-out videos: each object under its type's chosen configuration (SAM2's default
+    for a type the other folds lack), 20/-10 and 7.5/-4.0 side by side; one row per object."""
+    pass_configs: dict[str, dict[int, list[Config]]] = {}
+    for row in held_objects.itertuples(index=False):
+        own = chosen.get(row.scene_type, SAM2_DEFAULT)
+        pass_configs.setdefault(row.video, {})[int(row.object_id)] = [own, SAM2_DEFAULT, MASSEG_BEST]
+    scores = scorer(pass_configs)
+    rows = []
+    for row in held_objects.itertuples(index=False):
+        jf = scores[row.video][int(row.object_id)]
+        own = chosen.get(row.scene_type, SAM2_DEFAULT)
+        rows.append({"fold": fold, "video": row.video, "object_id": int(row.object_id), "scene_type": row.scene_type,
+                     "chosen_scale": own[0], "chosen_bias": own[1], "chosen_from": "search" if row.scene_type in chosen else "default",
+                     "jf_chosen": jf[0], "jf_sam2_default": jf[1], "jf_masseg": jf[2]})
+    return rows
+
+
+def held_out_table(rows: list[dict]) -> pd.DataFrame:
+    """The per-object held-out rows as a table (fixed columns, also when empty)."""
+    return pd.DataFrame(rows, columns=["fold", "video", "object_id", "scene_type", "chosen_scale", "chosen_bias",
+                                       "chosen_from", "jf_chosen", "jf_sam2_default", "jf_masseg"])
+
+
 def run_holdout(opened: StudyStorage, study: str, objects: pd.DataFrame, scorer: PassScorer, mss: MssSection,
                 folds: int, trials: int, batch: int, sampler: str | None = None, seed: int | None = None,
                 progress: bool = True, stop: StopRequest | None = None,
-                on_fold: Callable[[int, dict[str, optuna.Study]], None] | None = None) -> HoldoutResult:
-    """Tune on F-1 folds and score on the held-out one, for every fold; see the module docstring."""
+                on_fold: Callable[[int, dict[str, optuna.Study]], None] | None = None,
+                pruner: str | None = None) -> HoldoutResult:
+    """Tune on F-1 folds and score on the held-out one, for every fold; see the module docstring. ``pruner``
+    prunes the folds' searches (None = ``mss.pruner``); the held-out pass itself is never pruned."""
     run_seed = mss.seed if seed is None else seed
     fold_videos = video_folds(objects["video"].tolist(), folds, run_seed)
     rows = []
@@ -105,25 +131,13 @@ def run_holdout(opened: StudyStorage, study: str, objects: pd.DataFrame, scorer:
         types = sorted(tune_objects["scene_type"].unique())
         studies = open_type_studies(opened, f"{study}/cv{fold}", types, mss, sampler=sampler, seed=seed)
         report = run_batched_search(studies, opened, tune_objects, scorer, trials, batch, space_mss=mss,
-                                    progress=progress, stop=stop)
+                                    progress=progress, stop=stop, pruner=pruner, seed=seed)
         if on_fold is not None:
             on_fold(fold, studies)
         if report.stopped_early:
             stopped = True
             break
-        chosen = chosen_configs(studies)
-        pass_configs: dict[str, dict[int, list[Config]]] = {}
-        for row in held_objects.itertuples(index=False):
-            own = chosen.get(row.scene_type, SAM2_DEFAULT)
-            pass_configs.setdefault(row.video, {})[int(row.object_id)] = [own, SAM2_DEFAULT, MASSEG_BEST]
-        scores = scorer(pass_configs)
-        for row in held_objects.itertuples(index=False):
-            jf = scores[row.video][int(row.object_id)]
-            own = chosen.get(row.scene_type, SAM2_DEFAULT)
-            rows.append({"fold": fold, "video": row.video, "object_id": int(row.object_id), "scene_type": row.scene_type,
-                         "chosen_scale": own[0], "chosen_bias": own[1], "chosen_from": "search" if row.scene_type in chosen else "default",
-                         "jf_chosen": jf[0], "jf_sam2_default": jf[1], "jf_masseg": jf[2]})
-    per_object = pd.DataFrame(rows, columns=["fold", "video", "object_id", "scene_type", "chosen_scale", "chosen_bias",
-                                             "chosen_from", "jf_chosen", "jf_sam2_default", "jf_masseg"])
+        rows += score_held_out(held_objects, chosen_configs(studies), scorer, fold)
+    per_object = held_out_table(rows)
     summary = summarize(per_object, mss.bootstrap, run_seed) if not per_object.empty else pd.DataFrame()
     return HoldoutResult(fold_videos, per_object, summary, stopped)

@@ -1,7 +1,7 @@
 """What tune-mss leaves for the user: best_configs.yaml, CSV tables, PNG plots, and what the Optuna dashboard shows.
 
 Under ``results/mss/<study>/``: ``best_configs.yaml`` (read by infer and ensemble), ``trials.csv`` (every trial of
-every scene-type study), ``per_type.csv`` (chosen config, in-sample values, the two baselines, held-out numbers),
+every scene-type study, pruned ones with their mean over the videos they ran), ``per_type.csv`` (chosen config, in-sample values, the two baselines, held-out numbers),
 ``holdout_objects.csv`` / ``holdout_summary.csv`` / ``folds.json`` (with ``--cv``), ``landscape_<type>.png``,
 ``history.png``, ``gains.png``. In the storage, each study gets user attributes (scene-type rule, videos, objects,
 checkpoint), a markdown note (best configuration, held-out estimate) and the plots as artifacts
@@ -35,14 +35,19 @@ ARTIFACT_HASH_ATTR = "masseg_artifact_sha256:"
 
 
 def trials_table(studies: dict[str, optuna.Study]) -> pd.DataFrame:
-    """Every trial of every scene-type study: scene_type, number, state, scale, bias, jf, baseline, worker."""
+    """Every trial of every scene-type study: scene_type, number, state, scale, bias, jf, videos_scored, baseline,
+    worker. A PRUNED trial's jf is its mean over the videos it ran (Optuna itself keeps its last step's value)."""
     rows = []
     for scene_type, type_study in studies.items():
         for trial in type_study.get_trials(deepcopy=False):
+            pruned = trial.state == optuna.trial.TrialState.PRUNED
             rows.append({"scene_type": scene_type, "number": trial.number, "state": trial.state.name,
-                         "scale": trial.params.get(PARAM_SCALE), "bias": trial.params.get(PARAM_BIAS), "jf": trial.value,
+                         "scale": trial.params.get(PARAM_SCALE), "bias": trial.params.get(PARAM_BIAS),
+                         "jf": trial.user_attrs.get("jf_so_far") if pruned else trial.value,
+                         "videos_scored": trial.user_attrs.get("videos_scored"),
                          "baseline": bool(trial.user_attrs.get("baseline", False)), "worker": trial.user_attrs.get("worker")})
-    return pd.DataFrame(rows, columns=["scene_type", "number", "state", "scale", "bias", "jf", "baseline", "worker"])
+    return pd.DataFrame(rows, columns=["scene_type", "number", "state", "scale", "bias", "jf", "videos_scored", "baseline",
+                                       "worker"])
 
 
 def _value_at(trials: pd.DataFrame, config: tuple[float, float]) -> float:

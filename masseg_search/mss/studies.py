@@ -299,13 +299,21 @@ class HeartbeatThread:
 
     def __init__(self, opened: StudyStorage, trial_ids: list[int]):
         self.opened = opened
-        self.trial_ids = list(trial_ids)
+        self.trial_ids = set(trial_ids)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="mss-heartbeat", daemon=True)
 
+    def discard(self, trial_id: int) -> None:
+        """Stop beating for a trial that finished early (pruned)."""
+        with self._lock:
+            self.trial_ids.discard(trial_id)
+
     def _beat(self) -> None:
         while True:
-            record_heartbeat(self.opened, self.trial_ids)
+            with self._lock:
+                alive = sorted(self.trial_ids)
+            record_heartbeat(self.opened, alive)
             if self._stop.wait(self.opened.heartbeat_interval):
                 return
 

@@ -18,9 +18,10 @@ import pandas as pd
 from masseg_search.data.layout import find_split_list
 from masseg_search.ensemble.plan import FusionPlan
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, BestConfigs
-from masseg_search.store.predictions import config_view, parse_config_id
+from masseg_search.store.knobs import Knobs, as_knobs
+from masseg_search.store.predictions import config_id, config_view, parse_config_id
 
-Pair = tuple[float, float]
+Config = Knobs | tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -60,24 +61,28 @@ def ensemble_views(best_checkpoint: str | None, ranked: list[str], flip: bool) -
     return views
 
 
-def validation_configs(best: BestConfigs, heldout: set[Pair]) -> list[Pair]:
+def _sorted(configs: set[Knobs]) -> list[Knobs]:
+    return sorted(configs, key=config_id)
+
+
+def validation_configs(best: BestConfigs, heldout: set[Config]) -> list[Knobs]:
     """The base view's configurations on validation: SAM2's 20/-10, MASSeg's 7.5/-4, the per-type choices and the
-    per-fold choices of tune-mss's held-out estimate (``MssResults.heldout_configs``)."""
-    return sorted({SAM2_DEFAULT, MASSEG_BEST, *best.types.values(), *heldout})
+    per-fold choices of tune-mss's held-out estimate (``MssResults.heldout_configs``), by config id."""
+    return _sorted({as_knobs(config) for config in (SAM2_DEFAULT, MASSEG_BEST, *best.types.values(), *heldout)})
 
 
-def view_configs(best: BestConfigs, heldout: set[Pair]) -> list[Pair]:
+def view_configs(best: BestConfigs, heldout: set[Config]) -> list[Knobs]:
     """The other views' configurations on validation: what ``select`` reads (the default, the per-type and the
     per-fold choices), so its view variants are scored held out too."""
-    return sorted({best.default, *best.types.values(), *heldout})
+    return _sorted({as_knobs(config) for config in (best.default, *best.types.values(), *heldout)})
 
 
-def needed_test_configs(needed: set[str] | None, view: str | None, stored: list[Pair]) -> list[Pair]:
+def needed_test_configs(needed: set[str] | None, view: str | None, stored: list[Config]) -> list[Knobs]:
     """The configurations of ``view`` the chosen plan reads on test; ``needed`` None (a rule reads every stored
     configuration) = every configuration ``stored`` for that view on validation."""
     if needed is None:
-        return sorted(stored)
-    return sorted({parse_config_id(config) for config in needed if config_view(config) == view})
+        return _sorted({as_knobs(config) for config in stored})
+    return _sorted({parse_config_id(config) for config in needed if config_view(config) == view})
 
 
 def resolve_split_list(root: str | Path, split: str | None) -> Path | None:

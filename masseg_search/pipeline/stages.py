@@ -49,6 +49,7 @@ from masseg_search.pipeline.plan import (
 from masseg_search.pipeline.record import PipelineRecord, fingerprint
 from masseg_search.report import build_report
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
+from masseg_search.store.knobs import Knobs, as_knobs
 from masseg_search.store.mss_results import MssResults
 from masseg_search.store.predictions import config_id, is_complete, parse_config_id, view_folder
 
@@ -372,8 +373,8 @@ def run_tune_mss(ctx: StageContext) -> StageResult:
                           "rerun the same command: the studies resume")
     results = MssResults(tuned.out_dir)
     best = tuned.best
-    for scene_type, (scale, bias) in sorted(best.types.items()):
-        print(f"  {scene_type:<10} scale {scale:7.3f}  bias {bias:8.3f}")
+    for scene_type, knobs in sorted(best.types.items()):
+        print(f"  {scene_type:<10} {config_id(knobs)}")
     heldout = {}
     if tuned.holdout is not None and not tuned.holdout.summary.empty:
         summary = tuned.holdout.summary[tuned.holdout.summary.scene_type == "all"]
@@ -381,9 +382,9 @@ def run_tune_mss(ctx: StageContext) -> StageResult:
     return StageResult(
         outputs=[str(results.best_configs)] + ([str(results.folds)] if results.folds_or_none() else []),
         choices={"best_configs": str(results.best_configs), "sha256": ctx.record.file_digest(results.best_configs),
-                 "types": {name: list(pair) for name, pair in sorted(best.types.items())},
-                 "default": list(best.default),
-                 "heldout_configs": sorted([list(pair) for pair in results.heldout_configs()]),
+                 "types": {name: config_id(knobs) for name, knobs in sorted(best.types.items())},
+                 "default": config_id(best.default),
+                 "heldout_configs": sorted({config_id(as_knobs(config)) for config in results.heldout_configs()}),
                  "folds": str(results.folds) if results.folds_or_none() else None,
                  "heldout_jf": heldout, "storage": tuned.storage_url},
         commands=[command("tune-mss", *ctx.config_arguments(**{"model.checkpoint": checkpoint}), "--study", study)])
@@ -414,9 +415,9 @@ def tune_mss_complete(ctx: StageContext, entry: dict[str, Any]) -> bool:
 
 
 def _infer_command(ctx: StageContext, split: str, root: Path, split_list: Path | None, checkpoint: str | None,
-                   pairs: list[tuple[float, float]], out: Path, view: str | None = None, flip: bool = False,
+                   pairs: list[Knobs], out: Path, view: str | None = None, flip: bool = False,
                    per_type: str | None = None, scene_types: Path | None = None) -> str:
-    configs = ";".join(f"{scale:g},{bias:g}" for scale, bias in pairs)
+    configs = ";".join(config_id(knobs) for knobs in pairs)
     return command("infer", *ctx.config_arguments(**{"model.checkpoint": checkpoint}), "--data", root,
                    "--split-list" if split_list else None, split_list, "--configs" if pairs else None,
                    configs if pairs else None, "--per-type" if per_type else None, per_type,
@@ -447,7 +448,7 @@ def run_infer_val(ctx: StageContext) -> StageResult:
     root, val_list = _split_lists(config)["val"]
     tuned = ctx.choices("tune-mss")
     best = load_best_configs(tuned["best_configs"])
-    heldout = {tuple(pair) for pair in tuned["heldout_configs"]}
+    heldout = {parse_config_id(config) for config in tuned["heldout_configs"]}
     out = ctx.paths.predictions("val")
     scene_types = _write_scene_types(ctx, "val", root, val_list)
     views = _views(ctx)
@@ -462,7 +463,7 @@ def run_infer_val(ctx: StageContext) -> StageResult:
                       per_type=per_type, scene_types=scene_types, scene_type_rules=config.scene_types,
                       device=config.model.device, postprocess=config.model.postprocess, progress=ctx.progress,
                       view=view["view"], flip=view["flip"])
-        view["configs"] = [config_id(*pair, view["view"]) for pair in pairs]
+        view["configs"] = [config_id(knobs, view=view["view"]) for knobs in pairs]
         view["folders"] = view["configs"] + ([view_folder(PER_TYPE_ID, view["view"])] if per_type else [])
         result.commands.append(_infer_command(ctx, "val", root, val_list, view["checkpoint"], pairs, out, view["view"],
                                               view["flip"], per_type, scene_types))
@@ -521,7 +522,7 @@ def run_infer_test(ctx: StageContext) -> StageResult:
         pairs = needed_test_configs(needed, view["view"], [parse_config_id(c) for c in stored.get(view["view"], [])])
         per_type = None
         if view["view"] is None and config.pipeline.test_baselines:
-            pairs = sorted({*pairs, SAM2_DEFAULT, MASSEG_BEST})
+            pairs = sorted({*pairs, as_knobs(SAM2_DEFAULT), as_knobs(MASSEG_BEST)}, key=config_id)
             per_type = tuned["best_configs"]
         if not pairs and per_type is None:
             continue
@@ -529,7 +530,7 @@ def run_infer_test(ctx: StageContext) -> StageResult:
                       per_type=per_type, scene_types=scene_types, scene_type_rules=config.scene_types,
                       device=config.model.device, postprocess=config.model.postprocess, progress=ctx.progress,
                       view=view["view"], flip=view["flip"])
-        view["configs"] = [config_id(*pair, view["view"]) for pair in pairs]
+        view["configs"] = [config_id(knobs, view=view["view"]) for knobs in pairs]
         view["folders"] = view["configs"] + ([view_folder(PER_TYPE_ID, view["view"])] if per_type else [])
         views.append(view)
         result.commands.append(_infer_command(ctx, "test", root, test_list, view["checkpoint"], pairs, out,
@@ -796,5 +797,5 @@ def describe_choices(entry: dict[str, Any]) -> str:
         if value is not None:
             parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
     if "types" in choices:
-        parts.append("types " + ", ".join(f"{name} {scale:g}/{bias:g}" for name, (scale, bias) in choices["types"].items()))
+        parts.append("types " + ", ".join(f"{name} {config}" for name, config in choices["types"].items()))
     return "; ".join(parts)

@@ -125,3 +125,63 @@ def test_cli_exit_codes_and_listing(valid: Path, tiny_dataset: Path, tmp_path: P
     assert "junk.bin" in out and "Fix: delete it" in out and "1 problem(s)" in out
     assert main(["submission", "zip", str(valid), "--out", str(tmp_path / "bad.zip"), *common]) == 1
     assert not (tmp_path / "bad.zip").exists()
+
+
+def test_default_check_reads_the_annotations_beside_the_images(valid: Path, tiny_dataset: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """An id that is not in the first frame fails the plain `--images` check: the split's Annotations are found."""
+    from masseg_search.ensemble.submission import check_submission_report
+
+    png = _first_png(valid)
+    mask = layout.read_mask(png)
+    mask[:2, :2] = 42
+    layout.write_mask(png, mask)
+    split = ["--split-list", str(tiny_dataset / "test.txt")]
+    assert main(["submission", "check", str(valid), "--images", str(tiny_dataset / "JPEGImages"), *split]) == 1
+    out = capsys.readouterr().out
+    videos = layout.open_dataset(tiny_dataset, split="test").video_names
+    assert f"ids checked against the first-frame masks in {tiny_dataset / 'Annotations'} (00000.png for {len(videos)} videos)" in out
+    assert "[42]" in out and png.name in out
+    assert main(["submission", "check", str(valid), "--images", str(tiny_dataset), *split, "--no-annotations"]) == 0
+    assert "ids not checked (--no-annotations)" in capsys.readouterr().out
+    report = check_submission_report(valid, tiny_dataset / "JPEGImages", videos=videos)
+    assert report.annotations_root == tiny_dataset / "Annotations"
+    assert set(report.first_masks) == set(videos) and set(report.first_masks.values()) == {"00000.png"}
+    assert any("[42]" in p.message for p in report.problems)
+
+
+def test_no_annotations_beside_the_images_is_an_error_naming_where_it_looked(valid: Path, tiny_dataset: Path,
+                                                                             tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    images = tmp_path / "valid" / "JPEGImages"
+    shutil.copytree(tiny_dataset / "JPEGImages", images)
+    split = ["--split-list", str(tiny_dataset / "test.txt")]
+    assert main(["submission", "check", str(valid), "--images", str(images), *split]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'valid' / 'Annotations'}: no first-frame masks beside the JPEG folder" in err
+    assert "--no-annotations" in err and "Traceback" not in err
+    assert main(["submission", "check", str(valid), "--images", str(images), *split,
+                 "--annotations", str(tmp_path / "nowhere")]) == 1
+    assert f"{tmp_path / 'nowhere'}: first-frame masks folder not found" in capsys.readouterr().err
+
+
+def test_videos_without_a_first_mask_are_listed(valid: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    from masseg_search.ensemble.submission import check_submission_report
+
+    videos = layout.open_dataset(tiny_dataset, split="test").video_names
+    annotations = tmp_path / "Annotations"
+    for video in videos[1:]:
+        shutil.copytree(tiny_dataset / "Annotations" / video, annotations / video)
+    report = check_submission_report(valid, tiny_dataset / "JPEGImages", annotations, videos=videos)
+    assert report.problems == [] and report.videos_without_masks == [videos[0]]
+    assert f"1 video(s) have no mask there, ids not checked for them: {videos[0]}" in report.masks_summary()
+
+
+def test_annotations_beside_each_layout(tmp_path: Path) -> None:
+    from masseg_search.ensemble.submission import annotations_beside
+
+    (tmp_path / "davis" / "JPEGImages" / "480p").mkdir(parents=True)
+    (tmp_path / "davis" / "Annotations" / "480p").mkdir(parents=True)
+    assert annotations_beside(tmp_path / "valid" / "JPEGImages") == tmp_path / "valid" / "Annotations"
+    assert annotations_beside(tmp_path / "davis" / "JPEGImages" / "480p") == tmp_path / "davis" / "Annotations" / "480p"
+    assert annotations_beside(tmp_path / "davis") == tmp_path / "davis" / "Annotations" / "480p"

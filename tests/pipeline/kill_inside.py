@@ -26,7 +26,7 @@ HOOKS: dict[str, tuple[str, str, int, Callable[..., bool]]] = {
                    lambda video_dir, *a, **k: "/predictions/test/" in str(video_dir)),
     "ensemble": ("masseg_search.ensemble.write", "_write_one_video", 1, lambda *a, **k: True),
     "check": ("masseg_search.pipeline.stages", "check_submission", 1, lambda *a, **k: True),
-    "evaluate": ("masseg_search.evaluation.evaluate", "_score_job", 1, lambda *a, **k: True),
+    "evaluate": ("masseg_search.evaluation.dataset", "_score_job", 1, lambda *a, **k: True),
     "report": ("masseg_search.report.page", "_mss_section", 1, lambda *a, **k: True),
 }
 

@@ -8,13 +8,15 @@ from masseg_search.ensemble.plan import plan_from_dict
 from masseg_search.pipeline.plan import needed_test_configs, plan_summary, validation_configs, view_configs
 from masseg_search.pipeline.record import PipelineRecord
 from masseg_search.store.best_configs import BestConfigs
+from masseg_search.store.knobs import Knobs
+from masseg_search.store.predictions import config_id
 
 
 def test_validation_configs_hold_every_choice_a_candidate_can_name() -> None:
     best = BestConfigs({"small": (12.5, -3.0), "crowded": (20.0, -10.0)}, default=(20.0, -10.0))
     heldout = {(9.0, -2.0), (12.5, -3.0)}
-    assert validation_configs(best, heldout) == [(7.5, -4.0), (9.0, -2.0), (12.5, -3.0), (20.0, -10.0)]
-    assert view_configs(best, heldout) == [(9.0, -2.0), (12.5, -3.0), (20.0, -10.0)]  # what select reads
+    assert [config_id(k) for k in validation_configs(best, heldout)] == ["s12.5_b-3", "s20_b-10", "s7.5_b-4", "s9_b-2"]
+    assert [config_id(k) for k in view_configs(best, heldout)] == ["s12.5_b-3", "s20_b-10", "s9_b-2"]  # what select reads
 
 
 def test_the_test_split_gets_what_the_chosen_plan_reads_per_view() -> None:
@@ -23,12 +25,12 @@ def test_the_test_split_gets_what_the_chosen_plan_reads_per_view() -> None:
                                          "candidates": [{"name": "mean-top1+views", "jf": 0.61},
                                                         {"name": "best-single", "jf": 0.58}]}})
     needed = plan.needed_configs()
-    stored = [(20.0, -10.0), (7.5, -4.0)]
-    assert needed_test_configs(needed, None, stored) == [(20.0, -10.0)]
-    assert needed_test_configs(needed, "flip", stored) == [(20.0, -10.0)]
-    assert needed_test_configs(needed, "trial2", stored) == [(7.5, -4.0)]
+    stored = [Knobs(20.0, -10.0), Knobs(7.5, -4.0, memory_stride=2)]
+    assert needed_test_configs(needed, None, stored) == [Knobs(20.0, -10.0)]
+    assert needed_test_configs(needed, "flip", stored) == [Knobs(20.0, -10.0)]
+    assert needed_test_configs(needed, "trial2", stored) == [Knobs(7.5, -4.0)]
     assert needed_test_configs(needed, "trial2.flip", stored) == []  # a view the plan does not read is not inferred
-    assert needed_test_configs(None, "flip", stored) == sorted(stored)  # a rule over every stored config: all
+    assert needed_test_configs(None, "flip", stored) == stored  # a rule over every stored config: all of them
     assert plan_summary(plan) == {"chosen": "mean-top1+views", "val_jf": 0.61, "held_out": True, "candidates": 2}
 
 

@@ -125,8 +125,10 @@ def write_fake_davis(root: str | Path, videos: int = 2, frames: int = 5, height:
 
 
 def write_fake_ytvos(root: str | Path, videos: int = 2, frames: int = 11, height: int = 40, width: int = 56,
-                     seed: int = 1) -> FakeSource:
-    """YouTube-VOS 2019 train: every frame's JPEG, PNGs and meta.json every 5th frame; id 3 starts at frame 5."""
+                     seed: int = 1, all_frames: str | Path | None = None) -> FakeSource:
+    """YouTube-VOS 2019 train: ``JPEGImages`` and palette PNGs every 5th frame (as the split ships them), meta.json
+    listing each object's visible frames; id 3 starts at frame 5. ``all_frames``: also write every frame's JPEG
+    there (``train_all_frames/JPEGImages``)."""
     root = Path(root)
     source = FakeSource("ytvos", root)
     meta: dict = {"videos": {}}
@@ -135,9 +137,11 @@ def write_fake_ytvos(root: str | Path, videos: int = 2, frames: int = 11, height
         objects: dict[str, dict] = {"1": {"category": "person", "frames": []}, "3": {"category": "dog", "frames": []}}
         for t, (image, mask) in enumerate(zip(video.frames, video.masks)):
             name = f"{t:05d}"
-            _write_jpeg(root / "JPEGImages" / video.name / f"{name}.jpg", image)
+            if all_frames is not None:
+                _write_jpeg(Path(all_frames) / video.name / f"{name}.jpg", image)
             if t % 5:
                 continue
+            _write_jpeg(root / "JPEGImages" / video.name / f"{name}.jpg", image)
             write_mask(root / "Annotations" / video.name / f"{name}.png", mask.astype(np.uint8))
             source.truth[video.name][name] = mask
             for oid in np.unique(mask[mask > 0]):
@@ -173,7 +177,9 @@ def write_fake_ovis(root: str | Path, videos: int = 2, frames: int = 5, height: 
 
 def _write_instances_json(source: FakeSource, image_root: Path, videos: int, frames: int, height: int, width: int,
                           seed: int, style: str, file_name, prefix: str) -> FakeSource:
-    data: dict = {"videos": [], "annotations": [], "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "car"}]}
+    data: dict = {"info": {"description": "fake"}, "licenses": [], "videos": [], "annotations": [],
+                  "categories": [{"id": 1, "name": "cat", "supercategory": "animal"},
+                                 {"id": 2, "name": "car", "supercategory": "vehicle"}]}
     generated = iter_fake_videos(videos, frames, height, width, seed, object_ids=(1, 2), gone={2: (2, 3)},
                                  prefix=prefix)
     for video_index, video in enumerate(generated):
@@ -198,8 +204,14 @@ def _write_instances_json(source: FakeSource, image_root: Path, videos: int, fra
                     binary = mask == oid
                     segmentations.append(uncompressed_rle(binary) if kind == "rle" else compressed_rle(binary))
                     truth[Path(file_names[t]).stem][binary] = annotation_id
+            areas, bboxes = [], []
+            for t in range(frames):
+                box = video.boxes[t].get(oid)
+                areas.append(None if box is None else float((box[2] - box[0]) * (box[3] - box[1])))
+                bboxes.append(None if box is None else [float(box[0]), float(box[1]), float(box[2] - box[0]),
+                                                         float(box[3] - box[1])])
             data["annotations"].append({"id": annotation_id, "video_id": video_id, "category_id": oid, "iscrowd": 0,
-                                        "segmentations": segmentations, "height": height, "width": width})
+                                        "segmentations": segmentations, "areas": areas, "bboxes": bboxes})
         for t, image in enumerate(video.frames):
             _write_jpeg(image_root / file_names[t], image)
         source.truth[video.name] = truth
@@ -213,8 +225,9 @@ def write_fake_burst(root: str | Path, videos: int = 2, frames: int = 7, height:
     """BURST: ``frames/train/<dataset>/<seq>/frame0001.jpg``; ``train.json`` with RLE strings every 2nd frame."""
     root = Path(root)
     source = FakeSource("burst", root / "frames", root / "train.json")
-    data: dict = {"split": "train", "categories": [{"id": 805, "name": "person"}, {"id": 95, "name": "bicycle"}],
-                  "sequences": []}
+    data: dict = {"split": "train", "sequences": [], "categories": [
+        {"id": 805, "name": "person", "synset": "person.n.01", "def": "a human being", "synonyms": ["person"]},
+        {"id": 95, "name": "bicycle", "synset": "bicycle.n.01", "def": "a wheeled vehicle", "synonyms": ["bicycle"]}]}
     generated = iter_fake_videos(videos, frames, height, width, seed, object_ids=(2, 5), prefix="seq")
     for index, video in enumerate(generated):
         dataset = ("LaSOT", "YFCC100M")[index % 2]

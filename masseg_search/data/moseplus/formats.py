@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from masseg_search.data.layout import DAVIS_LEVELS
 from masseg_search.errors import MassegError
 
 FORMATS = ("davis", "ytvos", "vis", "ovis", "burst")
@@ -15,7 +16,7 @@ def detect_format(src: Path) -> str | None:
     src = Path(src)
     if (src / "meta.json").is_file():
         return "ytvos"
-    if (src / "JPEGImages" / "480p").is_dir() or (src / "JPEGImages" / "Full-Resolution").is_dir():
+    if any((src / "JPEGImages" / level).is_dir() for level in DAVIS_LEVELS):
         return "davis"
     if (src / "instances.json").is_file():
         return "vis"

@@ -39,7 +39,7 @@ from masseg_search.data.layout import (
 )
 from masseg_search.data.moseplus.convert import convert_source
 from masseg_search.data.moseplus.select import distribution_table, plot_distributions, select_clips, statistics_table
-from masseg_search.data.moseplus.writer import remove_leftovers
+from masseg_search.data.moseplus.writer import FIRST_APPEARANCE_LABELS, remove_leftovers
 from masseg_search.errors import MassegError
 
 DONE_DIR = ".done"
@@ -164,6 +164,10 @@ def build_moseplus(config: ProjectConfig | MosePlusSection, progress: bool = Tru
                                  upscale=section.upscale, frames=source.frames, split=source.split,
                                  images=source.images, max_videos=source.max_videos,
                                  jpeg_quality=section.jpeg_quality, progress=progress, workers=section.workers)
+        if FIRST_APPEARANCE_LABELS in summary.labels:
+            raise MassegError(f"source {source.name!r} has masks only where objects first appear (YouTube-VOS valid): "
+                              "they are prompts, not training labels", source.src,
+                              "use the train split of this source for MOSE+")
         converted_roots[source.name] = target
         dataset = open_dataset(target, split_list=target / "videos.txt")
         table = statistics_table(dataset, section.selection, target / _stats_name(section), source.name, progress)

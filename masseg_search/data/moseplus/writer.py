@@ -19,7 +19,12 @@ Every converter (DAVIS, YouTube-VOS, YouTube-VIS/OVIS, BURST) turns its source i
 Outputs under ``out``: ``JPEGImages/``, ``Annotations/``, ``videos.txt`` (list file), ``manifest_frames.csv``
 (source, source_video, video, frame, source_frame, labelled) and ``manifest_objects.csv`` (source, source_video,
 video, object_id, source_object_id, category, first_frame, first_source_frame, frames_present),
-``conversion.json`` (the settings; a rerun with other settings is an error rather than a silent mix).
+``conversion.json`` (the settings, and ``labels``: ``full`` or ``first-appearance`` as the source's clips say; a
+rerun with other settings is an error rather than a silent mix).
+
+Labels: a labelled frame of a ``full`` clip holds every visible object (a training label). A ``first-appearance``
+clip (YouTube-VOS valid) has masks only where objects start, each holding only those objects: prompts for
+inference, never training labels.
 """
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ from masseg_search.errors import MassegError
 
 MAX_OBJECTS = 254
 DONE_DIR = ".done"
+FULL_LABELS = "full"
+FIRST_APPEARANCE_LABELS = "first-appearance"
 FRAME_COLUMNS = ["source", "source_video", "video", "frame", "source_frame", "labelled"]
 OBJECT_COLUMNS = [
     "source", "source_video", "video", "object_id", "source_object_id", "category",
@@ -76,6 +83,7 @@ class SourceClip:
     frames: list[SourceFrame]
     categories: dict[int, str] = field(default_factory=dict)
     void_id: int | None = None  # the source's "ignore" label (255 in DAVIS / YouTube-VOS PNGs); kept as 255
+    labels: str = FULL_LABELS  # or FIRST_APPEARANCE_LABELS: masks only where objects start (not training labels)
 
 
 @dataclass
@@ -87,6 +95,7 @@ class ConversionSummary:
     skipped: list[str]
     frames: int
     seconds: float
+    labels: list[str] = field(default_factory=lambda: [FULL_LABELS])  # the label kinds of the clips
 
     @property
     def frames_per_second(self) -> float:
@@ -273,6 +282,7 @@ def _check_settings(out: Path, settings: dict) -> None:
     path = out / "conversion.json"
     if path.is_file():
         previous = json.loads(path.read_text())
+        previous.setdefault("labels", settings.get("labels"))  # folders converted before the label kind was recorded
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             raise MassegError(
@@ -299,7 +309,9 @@ def convert_clips(clips: Sequence[SourceClip], out: str | Path, settings: dict, 
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / DONE_DIR, out / IMAGE_DIR, out / ANNOTATION_DIR):
         remove_leftovers(folder)
-    _check_settings(out, {**settings, "shorter_side": shorter_side, "upscale": upscale, "jpeg_quality": jpeg_quality})
+    labels = sorted({clip.labels for clip in clips}) or [FULL_LABELS]
+    _check_settings(out, {**settings, "shorter_side": shorter_side, "upscale": upscale, "jpeg_quality": jpeg_quality,
+                          "labels": labels})
     duplicates = sorted(name for name, count in Counter(clip.video for clip in clips).items() if count > 1)
     if duplicates:
         raise MassegError(f"two source videos map to the same output name(s) {duplicates[:5]}", out,
@@ -334,7 +346,7 @@ def convert_clips(clips: Sequence[SourceClip], out: str | Path, settings: dict, 
     write_split_list(out / "videos.txt", videos)
     _write_csv(out / "manifest_frames.csv", pd.DataFrame(frame_rows, columns=FRAME_COLUMNS))
     _write_csv(out / "manifest_objects.csv", pd.DataFrame(object_rows, columns=OBJECT_COLUMNS))
-    return ConversionSummary(out, videos, skipped, frames_written, seconds)
+    return ConversionSummary(out, videos, skipped, frames_written, seconds, labels)
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> None:

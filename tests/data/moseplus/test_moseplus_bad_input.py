@@ -134,7 +134,7 @@ def test_ytvos_meta_frame_without_image(tmp_path: Path) -> None:
     source = fake.write_fake_ytvos(tmp_path / "src", videos=1)
     missing = source.src / "JPEGImages" / "ytclip000" / "00010.jpg"
     missing.unlink()
-    with pytest.raises(MassegError, match="meta.json lists frame '00010'.*image is missing.*Fix: re-extract") as error:
+    with pytest.raises(MassegError, match="frame '00010' of video 'ytclip000' has an annotation but its image is missing.*Fix: re-extract") as error:
         convert(source, "ytvos", tmp_path / "out")
     assert error.value.path == missing
 

@@ -91,10 +91,11 @@ def test_vis_2019_layout_and_every_segmentation_kind(tmp_path: Path) -> None:
 
 
 def test_ytvos_annotated_or_all_frames_and_late_objects(tmp_path: Path) -> None:
-    source = fake.write_fake_ytvos(tmp_path / "src", videos=1, frames=11)
+    all_frames = tmp_path / "train_all_frames" / "JPEGImages"
+    source = fake.write_fake_ytvos(tmp_path / "src", videos=1, frames=11, all_frames=all_frames)
     annotated, every = tmp_path / "annotated", tmp_path / "all"
     convert_source("ytvos", source.src, annotated, shorter_side=None, frames="annotated", progress=False)
-    convert_source("ytvos", source.src, every, shorter_side=None, frames="all", progress=False)
+    convert_source("ytvos", source.src, every, shorter_side=None, frames="all", images=all_frames, progress=False)
     frames_a, objects_a = read_manifests(annotated)
     frames_b, objects_b = read_manifests(every)
     assert frames_a["source_frame"].tolist() == ["00000", "00005", "00010"]
@@ -196,14 +197,9 @@ def test_davis_void_label_stays_void(tmp_path: Path) -> None:
 
 
 def test_ytvos_every_frame_from_a_separate_image_folder(tmp_path: Path) -> None:
-    import shutil
-
-    source = fake.write_fake_ytvos(tmp_path / "train", videos=1, frames=11)
     all_frames = tmp_path / "train_all_frames" / "JPEGImages"
-    shutil.copytree(source.src / "JPEGImages", all_frames)
-    for image in (source.src / "JPEGImages" / "ytclip000").iterdir():
-        if int(image.stem) % 5:
-            image.unlink()  # the train folder ships only the annotated frames
+    source = fake.write_fake_ytvos(tmp_path / "train", videos=1, frames=11, all_frames=all_frames)
+    assert len(list((source.src / "JPEGImages" / "ytclip000").iterdir())) == 3  # the split ships every 5th frame
     out = tmp_path / "out"
     convert_source("ytvos", source.src, out, shorter_side=None, frames="all", images=all_frames, progress=False)
     frames, _ = read_manifests(out)

@@ -21,21 +21,24 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("sources")
     made = {
         "davis": fake.write_fake_davis(root / "davis", videos=2),
-        "ytvos": fake.write_fake_ytvos(root / "ytvos", videos=2, frames=21),
+        "ytvos": fake.write_fake_ytvos(root / "ytvos", videos=2, frames=21,
+                                       all_frames=root / "ytvos_all_frames" / "JPEGImages"),
         "vis": fake.write_fake_vis(root / "vis", videos=2, layout="2019"),
         "ovis": fake.write_fake_ovis(root / "ovis", videos=2),
         "burst": fake.write_fake_burst(root / "burst", videos=2, frames=11),
     }
     mose = fake.write_fake_mose(root / "mose", videos=3)
     write_split_list(root / "mose_holdout.txt", ["mose002"])
-    return {"made": made, "mose": mose, "holdout": root / "mose_holdout.txt"}
+    return {"made": made, "mose": mose, "holdout": root / "mose_holdout.txt",
+            "ytvos_all_frames": root / "ytvos_all_frames" / "JPEGImages"}
 
 
 def config_values(sources: dict, out: Path, **overrides) -> dict:
     made = sources["made"]
     entries = [{"name": name, "format": name, "src": str(s.src), **({"ann": str(s.ann)} if s.format in ("vis", "ovis", "burst") else {})}
                for name, s in made.items()]
-    entries[1]["frames"] = "all"  # YouTube-VOS with unlabelled frames in between
+    entries[1]["frames"] = "all"  # YouTube-VOS with unlabelled frames in between (train_all_frames)
+    entries[1]["images"] = str(sources["ytvos_all_frames"])
     entries[3]["quota"] = 1
     values = {"moseplus": {
         "out": str(out), "shorter_side": 32, "mose_root": str(sources["mose"]), "mose_list": "train",
@@ -184,3 +187,16 @@ def test_resumes_after_a_real_sigkill(sources: dict, tmp_path: Path) -> None:
     assert main(["data", "build-moseplus", "--config", str(config_path)]) == 0
     assert not list(killed_out.rglob(".tmp-*"))
     assert snapshot(killed_out / "merged") == snapshot(clean.root)
+
+
+def test_first_appearance_masks_are_refused_for_training(tmp_path: Path) -> None:
+    """A YouTube-VOS valid-style source (PNGs only where objects start) is prompts, not MOSE+ training labels."""
+    from masseg_search.errors import MassegError
+
+    source = fake.write_fake_ytvos(tmp_path / "valid", videos=1, frames=11)
+    (source.src / "Annotations" / "ytclip000" / "00010.png").unlink()  # left: 00000 (object 1), 00005 (object 3)
+    values = {"moseplus": {"out": str(tmp_path / "moseplus"), "shorter_side": None, "mose_root": None,
+                           "sources": [{"name": "ytvos", "format": "ytvos", "src": str(source.src)}]}}
+    with pytest.raises(MassegError, match="masks only where objects first appear") as error:
+        build_moseplus(config_from_dict(values), progress=False)
+    assert error.value.path == source.src
