@@ -150,10 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     data_root, split_list = _data(args, config)
     best = Path(args.best_configs) if args.best_configs else None
     if plan.uses_select() and best is None and not plan.best_configs:
-        best = _best_configs(args, config)
-    if plan.uses_select() and best is None and not plan.best_configs:
-        raise MassegError("the plan uses 'select' but no best_configs.yaml is given", None,
-                          "pass --best-configs (tune-mss's results/mss/<study>/best_configs.yaml)")
+        best = _best_configs(args, config)  # run's in pipeline mode; else None, and run_ensemble names what is missing
     scene_types = None
     if plan.uses_select() or plan.per_type:
         scene_types = _scene_types(args, config, data_root, split_list, out.with_name(out.name + ".scene_types.csv"))
