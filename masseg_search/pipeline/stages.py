@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from masseg_search.config import ProjectConfig
 from masseg_search.data.check import ERROR, check_dataset_with_summary
-from masseg_search.data.layout import list_files, open_dataset, read_split_list
+from masseg_search.data.layout import list_files, open_dataset
 from masseg_search.data.moseplus.merge import build_moseplus
 from masseg_search.data.scene_types import save_scene_types, scene_type_table
 from masseg_search.data.synth import generate_dataset
@@ -207,7 +207,7 @@ def _split_lists(config: ProjectConfig) -> dict[str, tuple[Path, Path | None]]:
             "test": (Path(data.test_data_root), resolve_split_list(data.test_data_root, data.test_split))}
 
 
-def test_has_ground_truth(root: str | Path, split_list: str | Path | None) -> bool:
+def has_full_ground_truth(root: str | Path, split_list: str | Path | None) -> bool:
     """True when every frame of every video of the split has an annotation PNG (MOSE valid gives only the first)."""
     dataset = open_dataset(root, split_list=split_list)
     for video in dataset.videos():
@@ -268,7 +268,7 @@ def run_data(ctx: StageContext) -> StageResult:
         raise MassegError(f"{len(leaked)} validation video(s) are also training videos, e.g. {leaked[:3]}",
                           lists["val"]["list"], "use disjoint lists (SAM2's MOSE train and val lists are)")
     test_root, test_list = _split_lists(config)["test"]
-    result.choices = {"lists": lists, "test_ground_truth": test_has_ground_truth(test_root, test_list)}
+    result.choices = {"lists": lists, "test_ground_truth": has_full_ground_truth(test_root, test_list)}
     result.outputs = sorted(set(result.outputs))
     return result
 
@@ -414,7 +414,7 @@ def tune_mss_complete(ctx: StageContext, entry: dict[str, Any]) -> bool:
 # ------------------------------------------------------------------------------------------------ inference
 
 
-def _infer_command(ctx: StageContext, split: str, root: Path, split_list: Path | None, checkpoint: str | None,
+def _infer_command(ctx: StageContext, root: Path, split_list: Path | None, checkpoint: str | None,
                    pairs: list[Knobs], out: Path, view: str | None = None, flip: bool = False,
                    per_type: str | None = None, scene_types: Path | None = None) -> str:
     configs = ";".join(config_id(knobs) for knobs in pairs)
@@ -465,7 +465,7 @@ def run_infer_val(ctx: StageContext) -> StageResult:
                       view=view["view"], flip=view["flip"])
         view["configs"] = [config_id(knobs, view=view["view"]) for knobs in pairs]
         view["folders"] = view["configs"] + ([view_folder(PER_TYPE_ID, view["view"])] if per_type else [])
-        result.commands.append(_infer_command(ctx, "val", root, val_list, view["checkpoint"], pairs, out, view["view"],
+        result.commands.append(_infer_command(ctx, root, val_list, view["checkpoint"], pairs, out, view["view"],
                                               view["flip"], per_type, scene_types))
     result.outputs.append(str(out))
     result.choices = {"predictions": str(out), "scene_types": str(scene_types), "views": views,
@@ -533,7 +533,7 @@ def run_infer_test(ctx: StageContext) -> StageResult:
         view["configs"] = [config_id(knobs, view=view["view"]) for knobs in pairs]
         view["folders"] = view["configs"] + ([view_folder(PER_TYPE_ID, view["view"])] if per_type else [])
         views.append(view)
-        result.commands.append(_infer_command(ctx, "test", root, test_list, view["checkpoint"], pairs, out,
+        result.commands.append(_infer_command(ctx, root, test_list, view["checkpoint"], pairs, out,
                                               view["view"], view["flip"], per_type, scene_types))
     result.outputs.append(str(out))
     result.choices = {"predictions": str(out), "scene_types": str(scene_types), "views": views,
