@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from filelock import FileLock, Timeout
+
 from masseg_search.config import (
+    DataSection,
     MssSection,
     PipelineSection,
     ProjectConfig,
     TrainSweepSection,
-    DataSection,
     config_from_dict,
     dump_config,
     load_config,
@@ -123,6 +125,7 @@ def _stage_index(names: list[str], name: str | None, option: str) -> int | None:
     return names.index(name)
 
 
+LOCK_FILE = ".pipeline.lock"
 # imported once by the forkserver that process pools start their workers from during a run
 POOL_PRELOAD = ["masseg_search.ensemble", "masseg_search.evaluation", "masseg_search.data.synth"]
 
@@ -160,9 +163,34 @@ def run_pipeline(config: str | Path | ProjectConfig | None = None, overrides: di
     if first is not None and last is not None and first > last:
         raise MassegError(f"--from {from_stage} comes after --until {until_stage}", fix=f"the order is {', '.join(names)}")
     paths.out.mkdir(parents=True, exist_ok=True)
+    with _only_run_here(paths.out):
+        return _run_in_folder(resolved, paths, stages, names, first, last, from_stage, progress, started,
+                              invocation or _invocation(config, overrides, out, from_stage, until_stage))
+
+
+@contextlib.contextmanager
+def _only_run_here(out: Path) -> Iterator[None]:
+    """One `run` at a time per folder: a second one would interleave its records with the first's. The lock is the
+    operating system's (flock), so a killed run leaves none behind."""
+    lock = FileLock(str(out / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise MassegError("another `run` is working in this folder", out,
+                          "wait for it to finish (or stop it), then run the same command") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_in_folder(resolved: ProjectConfig, paths: RunPaths, stages: tuple[Stage, ...] | list[Stage],
+                   names: list[str], first: int | None, last: int | None, from_stage: str | None, progress: bool,
+                   started: float, invocation: str) -> RunResult:
+    """run_pipeline's work once it holds the folder."""
     atomic_write_bytes(paths.config, dump_config(resolved).encode())
     record = PipelineRecord.load(paths.record)
-    record.data["command"] = invocation or _invocation(config, overrides, out, from_stage, until_stage)
+    record.data["command"] = invocation
     record.data["config_file"] = str(paths.config)
     record.data["config_source"] = resolved.source
     record.save()

@@ -160,3 +160,22 @@ def test_run_cli_names_the_closest_key_and_stage(tmp_path: Path, capsys: pytest.
     assert "did you mean 'tune-mss'?" in capsys.readouterr().err
     assert main(["run", "--out", str(tmp_path), "--set", "pipeline.evaluate=sometimes"]) == 1
     assert "pipeline.evaluate" in capsys.readouterr().err
+
+
+def test_one_run_at_a_time_per_folder(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    from masseg_search.pipeline.runner import LOCK_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(str(out / LOCK_FILE)):  # what a run in another process holds (flock: gone when it dies)
+        with pytest.raises(MassegError, match="another `run` is working in this folder"):
+            run_pipeline(_config(tmp_path), out=out, stages=Recorder().stages(), progress=False)
+    assert run_pipeline(_config(tmp_path), out=out, stages=Recorder().stages(), progress=False).ran
+
+
+def test_the_help_lists_the_stages_in_order() -> None:
+    from masseg_search.cli.run import STAGE_LIST
+
+    assert STAGE_LIST.split(", ") == stage_names(STAGES)
