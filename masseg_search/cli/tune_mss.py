@@ -1,4 +1,5 @@
-"""`masseg-search tune-mss --study val`: Optuna search of SAM2's mask scaling (scale, bias) per scene type."""
+"""`masseg-search tune-mss --study val`: Optuna search per scene type of SAM2's mask scaling (scale, bias) and the
+memory knobs the config's ``mss.space`` (or ``--knobs``) names."""
 from __future__ import annotations
 
 import argparse
@@ -16,16 +17,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `tune-mss` command."""
     parser = subparsers.add_parser(
         "tune-mss",
-        help="search SAM2's memory-encoder mask scale/bias per scene type (Optuna, resumable, batched on the engine)",
-        description="One Optuna study per scene type (<study>/<scene_type>) in one storage. Each engine pass over the "
-        "validation videos serves --batch trials of every study. SAM2's 20/-10 and MASSeg's 7.5/-4.0 are enqueued "
-        "in every study. Rerun the same command to resume (also after kill -9). With --cv F the chosen configurations "
+        help="search SAM2's memory-encoder mask scale/bias and memory knobs per scene type (Optuna, resumable, batched "
+        "on the engine)",
+        description="One Optuna study per scene type (<study>/<scene_type>) in one storage. A study searches scale, "
+        "bias and the memory knobs of mss.space (or --knobs): SAM2's memory_stride, memory_frames, obj_ptrs, "
+        "cond_frames, multimask and our admission policy admit_score, admit_iou, keep_present. Each engine pass over "
+        "the validation videos serves --batch trials of every study. SAM2's 20/-10 and MASSeg's 7.5/-4.0 at default "
+        "knobs are enqueued in every study. Rerun the same command to resume (also after kill -9). With --cv F the chosen configurations "
         "are scored on held-out video folds (the reported result). Writes results/mss/<study>/ and shows in "
         "`optuna-dashboard sqlite:///studies/<study>.db --artifact-dir studies/artifacts`. Ctrl-C stops after the "
         "current pass.",
     )
     parser.add_argument("--study", default="val", help="study name (default val); studies are <study>/<scene_type>")
     add_config_options(parser)
+    parser.add_argument("--knobs", type=_knob_list, help="comma-separated knobs to search, e.g. scale,bias,admit_score "
+                        "(scale and bias always; ranges from mss.space where declared, else built-in defaults); "
+                        "default: the knobs of mss.space")
     parser.add_argument("--trials", type=int, help="finished trials per scene-type study (--set mss.trials)")
     parser.add_argument("--batch", type=int, help="trials per study and engine pass, K (--set mss.batch)")
     parser.add_argument("--storage", help="sqlite:///studies/val.db (default), journal:studies/val.log (several "
@@ -46,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _knob_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the config, run the search, print where the results are."""
     from masseg_search.data.synth import ensure_training_data
@@ -64,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             config.model.checkpoint = str(swept)
             print(f"checkpoint: {swept} (the best trial of train-sweep {config.train_sweep.name!r}; "
                   "--checkpoint chooses another)")
+    if args.knobs:  # the searched knobs of mss.space (their declared ranges, else the defaults)
+        config.mss.space = config.mss.space.select(args.knobs)
     result = tune_mss(config, study=args.study, ray_address=args.ray_address, progress=not args.no_progress)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")

@@ -1,4 +1,5 @@
-"""tune-mss: Optuna search of SAM2's memory-encoder mask scaling (sigmoid scale, bias) per scene type.
+"""tune-mss: Optuna search per scene type of SAM2's memory-encoder mask scaling (sigmoid scale, bias) and the memory
+knobs of ``mss.space`` (:mod:`masseg_search.store.knobs`).
 
 One box per file: ``studies`` (storage, samplers, one study per scene type, heartbeat), ``search`` (the batched
 ask -> one engine pass -> tell loop), ``pruning`` (stopping trials within a pass on their per-video J&F:

@@ -22,6 +22,7 @@ from masseg_search.errors import MassegError
 from masseg_search.evaluation import score_video
 from masseg_search.model.build import build_model, resolve_device
 from masseg_search.mss.search import Config, PassConfigs, PassScores
+from masseg_search.store.knobs import as_knobs
 from masseg_search.store.predictions import VideoPrediction, config_id, logits_to_mask
 
 
@@ -41,7 +42,7 @@ def slot_masks(predictions: dict[str, VideoPrediction], configs_per_object: dict
                height: int, width: int) -> np.ndarray:
     """(T, H, W) id masks for one slot: every object under its ``slot``-th configuration, merged per frame."""
     object_ids = sorted(configs_per_object)
-    per_object = [predictions[config_id(*configs_per_object[obj][slot])].logits[obj] for obj in object_ids]
+    per_object = [predictions[config_id(as_knobs(configs_per_object[obj][slot]))].logits[obj] for obj in object_ids]
     stacked = np.stack(per_object, axis=1)  # (T, N, h, w)
     return np.stack([logits_to_mask(frame, object_ids, height, width) for frame in stacked])
 

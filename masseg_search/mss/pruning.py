@@ -27,7 +27,8 @@ from optuna.trial import TrialState
 
 from masseg_search.config import PruningSection
 from masseg_search.errors import MassegError
-from masseg_search.mss.studies import PARAM_BIAS, PARAM_SCALE, baseline_params
+from masseg_search.mss.studies import baseline_params
+from masseg_search.store.knobs import Knobs
 
 PRUNERS = ("none", "wilcoxon", "sha")
 RUNG_ATTR = "sha_rung{}_jf"
@@ -40,11 +41,11 @@ def video_steps(videos: Iterable[str]) -> dict[str, int]:
 
 
 def is_baseline(trial: optuna.Trial) -> bool:
-    """True for the enqueued baselines (marked, or with exactly a baseline's parameters): never pruned."""
+    """True for the enqueued baselines (marked, or with exactly a baseline's parameters, no memory knob set):
+    never pruned."""
     if trial.user_attrs.get("baseline"):
         return True
-    params = (trial.params.get(PARAM_SCALE), trial.params.get(PARAM_BIAS))
-    return any(params == (base[PARAM_SCALE], base[PARAM_BIAS]) for base in baseline_params())
+    return any(dict(trial.params) == base for base in baseline_params())
 
 
 @dataclass
@@ -54,7 +55,7 @@ class TrialProgress:
     scene_type: str
     slot: int
     trial: optuna.Trial
-    config: tuple[float, float]
+    config: Knobs
     baseline: bool
     jf_sum: float = 0.0
     objects: int = 0

@@ -7,7 +7,9 @@ would have if slot ``k``'s trials were the chosen per-type configurations - the 
 asked fewer than K trials repeats its last one in the spare slots (not told twice); objects of a study that is
 already finished run its best configuration so far (or SAM2's default before any trial finished).
 
-The pass itself is a ``PassScorer``: ``{video: {object_id: [K (scale, bias)]}} -> {video: {object_id: [K J&F]}}``.
+A configuration is a :class:`~masseg_search.store.knobs.Knobs` (scale, bias and the memory knobs the study searches,
+``mss.space``); a trial's parameters hold the knobs it set (baselines: scale and bias only, at default knobs).
+The pass itself is a ``PassScorer``: ``{video: {object_id: [K Knobs]}} -> {video: {object_id: [K J&F]}}``.
 ``masseg_search.mss.passes`` provides the engine one (local or as Ray tasks), which can also ``stream`` a pass
 video by video; tests inject their own. As the pass goes, every trial reports its per-video J&F (Optuna
 intermediate values, step = the video's id) and the pruner (``--pruner``, :mod:`masseg_search.mss.pruning`) may
@@ -34,17 +36,17 @@ from masseg_search.config import MssSection
 from masseg_search.errors import MassegError
 from masseg_search.mss.pruning import PassPruner, TrialProgress, is_baseline, make_pass_pruner, video_steps
 from masseg_search.mss.studies import (
-    PARAM_BIAS,
-    PARAM_SCALE,
     HeartbeatThread,
     StudyStorage,
+    ask_trial,
     fail_stale_trials,
-    search_distributions,
+    knobs_from_params,
     start_heartbeat,
 )
 from masseg_search.store.best_configs import SAM2_DEFAULT
+from masseg_search.store.knobs import Knobs, as_knobs
 
-Config = tuple[float, float]
+Config = Knobs
 PassConfigs = dict[str, dict[int, list[Config]]]
 PassScores = dict[str, dict[int, list[float]]]
 PassScorer = Callable[[PassConfigs], PassScores]
@@ -85,14 +87,14 @@ class StopRequest:
 
 
 def _config(params: dict[str, float]) -> Config:
-    return float(params[PARAM_SCALE]), float(params[PARAM_BIAS])
+    return knobs_from_params(params)
 
 
 def _fallback_config(type_study: optuna.Study) -> Config:
     """The best finished configuration of a study, or SAM2's default before any trial finished."""
     complete = type_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        return SAM2_DEFAULT
+        return as_knobs(SAM2_DEFAULT)
     return _config(max(complete, key=lambda trial: trial.value).params)
 
 
@@ -142,7 +144,7 @@ class PassRun:
         self.pruner = pruner or PassPruner()
         self.heartbeat = heartbeat
         self.slots = max(len(trials) for trials in asked.values())
-        self.fallback = {scene_type: fallback.get(scene_type, SAM2_DEFAULT) for scene_type in objects["scene_type"].unique()}
+        self.fallback = {scene_type: as_knobs(fallback.get(scene_type, SAM2_DEFAULT)) for scene_type in objects["scene_type"].unique()}
         for scene_type, trials in asked.items():  # a study whose trials are all pruned falls back to its best
             if scene_type not in fallback and scene_type in self.studies:
                 self.fallback[scene_type] = _fallback_config(self.studies[scene_type])
@@ -270,14 +272,14 @@ def run_batched_search(studies: dict[str, optuna.Study], opened: StudyStorage, o
     in-flight ones.
 
     ``objects``: DataFrame with ``video, object_id, scene_type`` (the validation objects); ``studies``: scene type
-    -> its study; ``space_mss``: the MssSection whose ranges define the search space and whose ``pruning`` holds
+    -> its study; ``space_mss``: the MssSection whose ``space`` defines the searched knobs and their
+    ranges and whose ``pruning`` holds
     the pruner settings; ``pruner``: none | wilcoxon | sha (None = ``space_mss.pruner``, see
     :mod:`masseg_search.mss.pruning`); ``seed``: the pass-order seed (None = ``space_mss.seed``);
     ``budget_seconds``: start no pass after this many seconds (the benchmark's equal wall budget).
     """
     if objects.empty:
         raise MassegError("no validation objects to search on", fix="check the split named by mss.split / data.val_split")
-    distributions = search_distributions(space_mss)
     pass_pruner = make_pass_pruner(pruner or space_mss.pruner, space_mss.pruning)
     pass_pruner.install(studies)
     order_seed = space_mss.seed if seed is None else seed
@@ -309,7 +311,7 @@ def run_batched_search(studies: dict[str, optuna.Study], opened: StudyStorage, o
                 if needed > 0:
                     trials_ = []
                     for _ in range(needed):
-                        trials_.append(type_study.ask(fixed_distributions=distributions))
+                        trials_.append(ask_trial(type_study, space_mss))
                         start_heartbeat(opened, trials_[-1]._trial_id)
                     trials_ = [trial for trial in trials_ if not _drop_duplicate_baseline(type_study, trial)]
                     if trials_:

@@ -82,9 +82,13 @@ def engine_scorer(config: ProjectConfig, checkpoint: str | None, ray_address: st
 def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = None, batch: int | None = None,
              storage: str | None = None, sampler: str | None = None, seed: int | None = None, cv: int | None = None,
              ray_address: str | None = None, checkpoint: str | None = None, progress: bool = True,
-             scorer: PassScorer | None = None, pruner: str | None = None) -> TuneResult:
-    """Search (scale, bias) per scene type on the validation split; see the package docstring. Resumable.
+             scorer: PassScorer | None = None, pruner: str | None = None, knobs: list[str] | None = None) -> TuneResult:
+    """Search a configuration per scene type on the validation split: scale, bias and the memory knobs of
+    ``mss.space``, or ``knobs`` (their ranges from ``mss.space`` where declared there, else the defaults of
+    ``masseg_search.config.DEFAULT_KNOB_SPACE``); see the package docstring. Resumable.
     ``pruner``: none | wilcoxon | sha (None = ``mss.pruner``)."""
+    if knobs:
+        config = config.model_copy(update={"mss": config.mss.model_copy(update={"space": config.mss.space.select(knobs)})})
     mss = config.mss
     pruner = pruner or mss.pruner
     trials = trials or mss.trials

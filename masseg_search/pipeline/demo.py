@@ -3,10 +3,13 @@ CPU, plus its closing tables.
 
 The stages are `run`'s (:data:`masseg_search.pipeline.stages.STAGES`: data synthesis, train-sweep from the bundled
 tiny base checkpoint, tune-mss, inference with the views, the fusion chosen on val, the checked test submission,
-evaluate, report), with one more before the report: ``demo-table`` (:data:`DEMO_TABLE_STAGE`) scores every
-setting on the synthetic test split with a bootstrap interval over videos (``demo_table.csv``), and each stage's
-gain over the row it improves on (STAGE_GAINS) with a paired bootstrap interval over videos (``demo_gains.csv``).
-A new row is one more entry in :func:`demo_rows`.
+evaluate, report), with two more: ``memory-knobs`` after infer-test (``tune-mss --study val_knobs --knobs
+scale,bias,admit_score`` and its per-type inference on test, :mod:`masseg_search.pipeline.memory_knobs`), and
+``demo-table`` (:data:`DEMO_TABLE_STAGE`) before the report: every setting scored on the synthetic test split with a
+bootstrap interval over videos (``demo_table.csv``), and each stage's gain over the row it improves on
+(STAGE_GAINS) with a paired bootstrap interval over videos (``demo_gains.csv``). A new row is a stage that makes
+its predictions (inserted with :func:`~masseg_search.pipeline.stages.insert_stage`) and one more entry in
+:func:`demo_rows`.
 
 Everything lands under ``--out`` (default ``results/demo``; the two tables at its top, read by ``masseg-search
 report``) and a rerun skips what is done (``pipeline.yaml``), like `run`.
@@ -30,6 +33,7 @@ from masseg_search.evaluation import evaluate_predictions
 from masseg_search.inference.infer import PER_TYPE_ID, run_inference, write_masks
 from masseg_search.model.build import init_checkpoint
 from masseg_search.mss.holdout import bootstrap_ci
+from masseg_search.pipeline import memory_knobs
 from masseg_search.pipeline.plan import resolve_split_list
 from masseg_search.pipeline.runner import run_pipeline
 from masseg_search.pipeline.stages import STAGES, Stage, StageContext, StageResult, insert_stage
@@ -48,7 +52,9 @@ STAGE_GAINS = (
     ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
     ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
+    (memory_knobs.ROW_NAME, "fine-tuned, tuned per type", "memory knobs (admit_score) vs tuned per type"),
 )
+ROW_WIDTH = 42  # the longest row name, "fine-tuned, tuned per type, memory knobs"
 
 
 @dataclass
@@ -181,6 +187,10 @@ def demo_rows(ctx: StageContext) -> list[RowSpec]:
                                  ("fine-tuned, MASSeg 7.5/-4", config_id(*MASSEG_BEST), "best sweep trial"),
                                  ("fine-tuned, tuned per type", PER_TYPE_ID, "best_configs.yaml per scene type")):
         rows.append(RowSpec(name, detail, finetuned(folder), folder))
+    knobs = Path(ctx.choices(memory_knobs.STAGE_NAME)["predictions"])
+    rows.append(RowSpec(memory_knobs.ROW_NAME, f"{memory_knobs.KNOBS_STUDY}: {', '.join(memory_knobs.DEMO_KNOBS)} "
+                        "per scene type", lambda: write_masks(knobs, PER_TYPE_ID, masks / "memory_knobs", dataset)
+                        / "Annotations", "per_type_memory_knobs"))
     chosen = ctx.choices("select")["chosen"]
     plan = Path(ctx.choices("select")["plan"])
     rows.append(RowSpec("ensemble", f"{chosen}, chosen on val ({plan.relative_to(out) if plan.is_relative_to(out) else plan})",
@@ -215,7 +225,8 @@ def run_demo_table(ctx: StageContext) -> StageResult:
 DEMO_TABLE_STAGE = Stage("demo-table", "score every setting on the test split (the demo's closing tables)",
                          ("model.config", "model.checkpoint", "data.root", "data.test_root", "data.test_split",
                           "data.synth", "mss.bootstrap", "pipeline.test_baselines"), run_demo_table)
-DEMO_STAGES = insert_stage(STAGES, DEMO_TABLE_STAGE, before="report")
+DEMO_STAGES = insert_stage(insert_stage(STAGES, memory_knobs.MEMORY_KNOBS_STAGE, after="infer-test"), DEMO_TABLE_STAGE,
+                           before="report")
 
 
 def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str | Path | None = None,
@@ -244,16 +255,16 @@ def print_table(table: pd.DataFrame, videos: int, seconds: float, out: Path, cfg
                 gains: pd.DataFrame | None = None) -> None:
     """The closing table, each stage's paired gain, and the commands that open the dashboard and the report."""
     print(f"\nTest split: {videos} synthetic videos, J&F with a 95% bootstrap interval over videos")
-    print(f"{'setting':<30} {'J&F':>7} {'95% CI':>17} {'J':>7} {'F':>7}")
+    print(f"{'setting':<{ROW_WIDTH}} {'J&F':>7} {'95% CI':>17} {'J':>7} {'F':>7}")
     for row in table.itertuples():
-        print(f"{row.name:<30} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] {row.j:7.4f} {row.f:7.4f}")
+        print(f"{row.name:<{ROW_WIDTH}} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] {row.j:7.4f} {row.f:7.4f}")
     if gains is not None and len(gains):
         print("\nEach stage's gain on the same test objects (paired bootstrap 95% interval over videos; "
               "an interval excluding 0 is measured, one straddling 0 is not)")
-        print(f"{'stage':<30} {'gain':>8} {'95% CI':>19}")
+        print(f"{'stage':<{ROW_WIDTH}} {'gain':>8} {'95% CI':>19}")
         for row in gains.itertuples():
             verdict = "measured" if row.ci_low > 0 or row.ci_high < 0 else "within noise"
-            print(f"{row.stage:<30} {row.gain:+8.4f}   [{row.ci_low:+.3f}, {row.ci_high:+.3f}]  {verdict}")
+            print(f"{row.stage:<{ROW_WIDTH}} {row.gain:+8.4f}   [{row.ci_low:+.3f}, {row.ci_high:+.3f}]  {verdict}")
     print(f"\ndemo finished in {seconds / 60:.1f} min; everything is under {out}")
     print(f"Optuna dashboard: {_script('optuna-dashboard')} {cfg.mss.storage} --artifact-dir {cfg.mss.artifact_dir}")
     page = out / "report.html"

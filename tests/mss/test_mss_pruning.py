@@ -12,12 +12,13 @@ from masseg_search.errors import MassegError
 from masseg_search.mss.pruning import HalvingPassPruner, make_pass_pruner, video_steps
 from masseg_search.mss.search import run_batched_search
 from masseg_search.mss.studies import open_storage, open_type_studies
+from masseg_search.store.knobs import Knobs
 
-BASELINES = {(20.0, -10.0), (7.5, -4.0)}
+BASELINES = {Knobs(20.0, -10.0), Knobs(7.5, -4.0)}
 
 
-def _config(trial: optuna.trial.FrozenTrial) -> tuple[float, float]:
-    return trial.params["scale"], trial.params["bias"]
+def _config(trial: optuna.trial.FrozenTrial) -> Knobs:
+    return Knobs(**trial.params)
 
 
 def _search(tmp_path, pruner, objects, trials, batch, name="s", seed=0, max_passes=None, enqueue=()):
@@ -62,7 +63,7 @@ def test_sha_prunes_at_rungs_and_pruned_rows_leave_the_pass(tmp_path):
                 assert trial.state == TrialState.COMPLETE and len(trial.intermediate_values) == 9
         for trial in (t for t in trials if t.state == TrialState.COMPLETE):
             rows = objects[objects.scene_type == scene_type]
-            expected = sum(object_jf(r.video, r.object_id, *_config(trial)) for r in rows.itertuples()) / len(rows)
+            expected = sum(object_jf(r.video, r.object_id, *_config(trial).pair) for r in rows.itertuples()) / len(rows)
             assert trial.value == pytest.approx(expected)  # a finished trial's value is unchanged by pruning
             assert trial.user_attrs["videos_scored"] == 9
     assert sorted(pruned_numbers) == sorted((t, n) for t, numbers in report.pruned.items() for n in numbers)
