@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from masseg_search.config import load_config
+from masseg_search.config import SceneTypesSection, load_config
 from masseg_search.data.layout import Dataset, atomic_write_bytes, open_dataset, write_mask
 from masseg_search.data.scene_types import load_scene_types, scene_type_table
 from masseg_search.errors import MassegError
@@ -51,9 +51,10 @@ POLICY_ID = "policy"  # infer --policy: each object under the configuration a le
 RUN_FILE = "infer_run.json"
 
 
-def _object_table(dataset: Dataset, scene_types: Any, video_names: list[str]) -> tuple[Any, str | None]:
+def _object_table(dataset: Dataset, scene_types: Any, video_names: list[str],
+                  rules: SceneTypesSection | None = None) -> tuple[Any, str | None]:
     """The scene-type table (features included) of the videos, and its source for messages: a CSV path, a DataFrame,
-    or computed with the demo config's rules."""
+    or computed with ``rules`` (the default config's when None)."""
     import pandas as pd
 
     if isinstance(scene_types, pd.DataFrame):
@@ -61,7 +62,7 @@ def _object_table(dataset: Dataset, scene_types: Any, video_names: list[str]) ->
     if scene_types is not None:
         return load_scene_types(scene_types), str(scene_types)
     subset = Dataset(dataset.root, dataset.image_root, dataset.annotation_root, list(video_names))
-    return scene_type_table(subset, load_config().scene_types, progress=True), None
+    return scene_type_table(subset, rules if rules is not None else load_config().scene_types, progress=True), None
 
 
 def _object_keys(best: BestConfigs, table: Any, source: str | None) -> dict[tuple[str, int], str]:
@@ -113,11 +114,12 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                   per_type: str | Path | None = None, scene_types: Any = None, save_masks: bool = False,
                   device: str = "auto", skip_bad: bool = False, videos: Sequence[str] | None = None,
                   postprocess: bool = False, progress: bool = True, view: str | None = None,
-                  flip: bool = False, policy: str | Path | None = None) -> Path:
+                  flip: bool = False, scene_type_rules: SceneTypesSection | None = None,
+                  policy: str | Path | None = None) -> Path:
     """Run every selected video under ``configs`` (``"20,-10;7.5,-4"`` or pairs) and/or each object's scene-type
     configuration from ``per_type`` (a best_configs.yaml) and/or its learned policy's configuration from ``policy``
     (a policy.yaml; either file works in either place). Types and features come from ``scene_types``: a CSV path, a
-    DataFrame, or None = computed. Returns ``out_dir``.
+    DataFrame, or None = computed with ``scene_type_rules`` (a config's scene_types section). Returns ``out_dir``.
 
     ``view`` stores everything as ``<config_id>@<view>`` (``per_type@<view>``) so another checkpoint can sit beside
     the base predictions; ``flip`` tracks the mirrored video (the view defaults to ``flip`` then)."""
@@ -145,7 +147,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     if todo:
         choosers = {}
         if bests:
-            table, source = _object_table(dataset, scene_types, todo)
+            table, source = _object_table(dataset, scene_types, todo, scene_type_rules)
             choosers = {folder: (best, _object_keys(best, table, source), source) for folder, best in bests.items()}
         device = resolve_device(device)
         engine = MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device,

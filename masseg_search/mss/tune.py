@@ -41,10 +41,24 @@ def open_validation_split(config: ProjectConfig) -> Dataset:
     split = config.mss.split or config.data.val_split
     root = Path(config.data.root)
     if not root.is_dir():
-        raise MassegError("dataset root not found", root, "make it with `masseg-search data synth` or set data.root")
+        raise MassegError("dataset root not found", root, "set data.root to your dataset (or give the config a data.synth "
+                          "section: `masseg-search data synth` makes it, and tune-mss and run make it when missing)")
     if Path(split).is_file():
         return open_dataset(root, split_list=split)
     return open_dataset(root, split=split)
+
+
+def swept_checkpoint(config: ProjectConfig) -> Path | None:
+    """The best checkpoint of the config's train-sweep (``<storage>/<name>/best_checkpoint.txt``) when that sweep
+    has run, else None: what tune-mss starts from after `masseg-search train-sweep`."""
+    section = config.train_sweep
+    if section is None:
+        return None
+    pointer = Path(section.storage) / section.name / "best_checkpoint.txt"
+    if not pointer.is_file():
+        return None
+    checkpoint = Path(pointer.read_text().strip())
+    return checkpoint if checkpoint.is_file() else None
 
 
 def validation_objects(dataset: Dataset, config: ProjectConfig, save_csv: Path | None = None) -> pd.DataFrame:
@@ -79,9 +93,10 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
     ``pruner``: none | wilcoxon | sha (None = ``mss.pruner``).
 
     ``policy="learned"`` then learns a policy over first-frame features and compares it held out with the fixed and
-    per-type ones (needs ``cv`` >= 2)."""
-    if policy not in (None, "learned"):
+    per-type ones (needs ``cv`` >= 2); ``"none"`` does not; None = ``mss.policy.learn``."""
+    if policy not in (None, "learned", "none"):
         raise MassegError(f"unknown policy {policy!r}", fix="pass --policy learned (or leave it out)")
+    policy = policy or ("learned" if config.mss.policy.learn else "none")
     if knobs:
         config = config.model_copy(update={"mss": config.mss.model_copy(update={"space": config.mss.space.select(knobs)})})
     mss = config.mss
@@ -92,7 +107,7 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
     checkpoint = checkpoint or config.model.checkpoint
     if checkpoint:
         load_state_dict_file(checkpoint)  # a bad file is named here, not inside an engine worker
-    if policy and folds < 2:
+    if policy == "learned" and folds < 2:
         raise MassegError(f"--policy learned is scored on held-out folds, but the run has --cv {folds}",
                           fix="pass --cv 2 or more (mss.cv_folds)")
     out_dir = Path(mss.results_dir) / study
@@ -119,7 +134,7 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
                 if holdout.stopped_early:
                     holdout = None
             best = write_outputs(out_dir, study, studies, objects, config, holdout, Path(mss.artifact_dir), checkpoint)
-            if policy and holdout is not None:
+            if policy == "learned" and holdout is not None:
                 learned = run_policy(objects, scorer, mss, holdout, best, out_dir, study, config.model.config, checkpoint,
                                      seed=seed, progress=progress, stop=stop)
                 report.stopped_early |= learned is None
