@@ -1,7 +1,7 @@
 """The project's one YAML config schema (pydantic), and loading with errors that name the file and the key.
 
 Sections: ``model``, ``data``, ``scene_types``, ``train`` (one fine-tuning run), ``train_sweep``, ``mss``,
-``ensemble``. Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key.
+``infer``, ``ensemble``. Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key.
 ``configs/demo.yaml`` is the embedded default.
 """
 from __future__ import annotations
@@ -203,6 +203,18 @@ class MssSection(Section):
     grace_period: int | None = Field(None, ge=1, description="seconds without heartbeat before a trial is failed; None = 3x")
 
 
+class InferSection(Section):
+    """Where `infer` runs: in this process, or its videos spread over the workers of a Ray cluster."""
+
+    ray_address: str | None = Field(None, description="Ray cluster to run on (auto, host:port, ray://..., or local "
+                                    "for a Ray on this machine); None = RAY_ADDRESS if set, else this process")
+    workers: int | None = Field(None, ge=1, description="Ray workers (each keeps its model loaded); None = as many "
+                                "as the cluster's GPUs (or CPUs) hold")
+    gpus_per_worker: float | None = Field(None, ge=0, le=1, description="GPU share per Ray worker (0.5: two on a "
+                                          "GPU; 0: CPU workers); None = 1 when the cluster has GPUs, else 0")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs per Ray worker (its torch threads on a CPU worker)")
+
+
 class EnsembleSection(Section):
     """How predictions are fused (a plan file can override), and what candidates --select-on compares."""
 
@@ -307,6 +319,7 @@ class ProjectConfig(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     train_sweep: TrainSweepSection = Field(default_factory=TrainSweepSection)
     mss: MssSection = Field(default_factory=MssSection)
+    infer: InferSection = Field(default_factory=InferSection)
     ensemble: EnsembleSection = Field(default_factory=EnsembleSection)
     moseplus: MosePlusSection = Field(default_factory=MosePlusSection)
     source: str | None = Field(None, exclude=True, description="the file this was loaded from")

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scene-types", help="scene types CSV of this split (video,object_id,scene_type); overrides the plan's")
     parser.add_argument("--best-configs", help="best_configs.yaml from tune-mss (for select); overrides the plan's")
     parser.add_argument("--workers", type=int, help="processes over videos (default: the config's ensemble.workers)")
+    parser.add_argument("--ray-address", help="fuse and write the videos as tasks on this Ray cluster instead (auto, "
+                        "host:port, or local); predictions, data and --out on storage every node sees")
     choose = parser.add_argument_group("choosing the plan on validation")
     choose.add_argument("--select-on", metavar="SPLIT", help="score every candidate on this split of --data (full ground "
                         "truth needed) and write --out-plan instead of a submission")
@@ -79,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         plan = plan_from_dict({"method": section.method, "configs": section.configs, "weights": section.weights},
                               f"{args.config or 'default config'}: ensemble section")
     result = run_ensemble(args.predictions, plan, args.data, args.out, split_list=_split_list(args), workers=workers,
-                          scene_types=args.scene_types, best_configs=args.best_configs, write_zip=not args.no_zip)
+                          scene_types=args.scene_types, best_configs=args.best_configs, write_zip=not args.no_zip,
+                          ray_address=args.ray_address)
     print(f"{result.videos} videos, {result.frames_written} frames written this run, {result.seconds:.1f} s -> {result.out_dir}")
     if result.problems:
         for problem in result.problems[:100]:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from masseg_search.cluster.session import resolve_address
+from masseg_search.config import InferSection, load_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `infer` command."""
@@ -35,6 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="log and skip bad videos instead of stopping")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0 = torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    cluster = parser.add_argument_group("on a Ray cluster (README: On a cluster)")
+    cluster.add_argument("--config", help="project config whose `infer` section gives the defaults below")
+    cluster.add_argument("--ray-address", help="spread the videos over the workers of this Ray cluster (auto, "
+                         "host:port, ray://..., or local for a Ray on this machine; default: RAY_ADDRESS, else "
+                         "infer.ray_address, else this process). Data, checkpoint and --out must be on storage "
+                         "every node sees")
+    cluster.add_argument("--workers", type=int, help="Ray workers, each keeping its model loaded (default: one per "
+                         "GPU, or per CPU on a cluster without GPUs)")
+    cluster.add_argument("--gpus-per-worker", type=float, help="GPU share per worker, e.g. 0.5 for two on a GPU; 0 = "
+                         "CPU workers (default: 1 where the cluster has GPUs, else 0)")
     parser.set_defaults(func=run)
 
 
@@ -45,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from masseg_search.inference.infer import run_inference
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    section = load_config(args.config).infer if args.config else InferSection()
+    address = resolve_address(args.ray_address, section.ray_address)
+    if address is not None:
+        return _run_on_ray(args, section, address)
     if args.threads:
         import torch
 
@@ -55,4 +72,27 @@ def run(args: argparse.Namespace) -> int:
                         postprocess=args.postprocess, progress=not args.no_progress, view=args.view,
                         flip=args.flip)
     print(f"predictions in {out}")
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace, section: InferSection, address: str) -> int:
+    """The same run with its videos spread over the workers of the Ray cluster at ``address``."""
+    import logging
+
+    from masseg_search.inference.distributed import run_inference_on_ray
+
+    logging.getLogger("masseg_search.inference.infer").setLevel(logging.WARNING)  # its per-video lines
+    workers = args.workers or section.workers
+    gpus = section.gpus_per_worker if args.gpus_per_worker is None else args.gpus_per_worker
+    cpus = max(section.cpus_per_worker, float(args.threads)) if args.threads else section.cpus_per_worker
+    result = run_inference_on_ray(address, args.model_config, args.checkpoint, args.data, args.out, args.configs or None,
+                                  split_list=args.split_list, workers=workers, gpus_per_worker=gpus,
+                                  cpus_per_worker=cpus, per_type=args.per_type, scene_types=args.scene_types,
+                                  save_masks=args.save_masks, device=args.device, skip_bad=args.skip_bad,
+                                  postprocess=args.postprocess, progress=not args.no_progress, view=args.view,
+                                  flip=args.flip)
+    print(f"{len(result.ran)} videos run, {len(result.already_done)} already done, by {result.workers} Ray workers "
+          f"on {len(result.nodes)} node(s)"
+          + (f"; {result.restarted_workers} worker(s) restarted after their process died" if result.restarted_workers else ""))
+    print(f"predictions in {result.out_dir}")
     return 0

@@ -1,7 +1,8 @@
 """J&F evaluation: the DAVIS semi-supervised metric (exact and fast), the MOSEv2 protocol, dataset-level tables.
 
 ``score_video`` scores one video in memory; ``evaluate_predictions`` scores PNG folders and returns an
-``EvaluationResult``; ``jf_by_object`` maps (video, object_id) to J&F; ``FrameScorer`` scores frames one at a time
+``EvaluationResult`` (``tables_from_scores`` builds one from per-video scores computed elsewhere, e.g. on Ray);
+``jf_by_object`` maps (video, object_id) to J&F; ``FrameScorer`` scores frames one at a time
 (views and fusion choice stream them). No torch in this package.
 """
 from masseg_search.evaluation.davis import FrameScorer, VideoScores, first_frame_object_ids, score_video
@@ -11,6 +12,7 @@ from masseg_search.evaluation.evaluate import (
     evaluate_predictions,
     jf_by_object,
     open_ground_truth,
+    tables_from_scores,
 )
 
 __all__ = [
@@ -23,4 +25,5 @@ __all__ = [
     "jf_by_object",
     "open_ground_truth",
     "score_video",
+    "tables_from_scores",
 ]

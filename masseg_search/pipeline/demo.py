@@ -39,7 +39,8 @@ from masseg_search.ensemble.submission import check_submission
 from masseg_search.errors import MassegError
 from masseg_search.evaluation import evaluate_predictions
 from masseg_search.finetune.sweep import run_sweep
-from masseg_search.inference.infer import run_inference, write_masks
+from masseg_search.inference.distributed import run_inference_anywhere
+from masseg_search.inference.infer import write_masks
 from masseg_search.model.build import init_checkpoint
 from masseg_search.mss.holdout import bootstrap_ci
 from masseg_search.mss.tune import tune_mss
@@ -229,11 +230,12 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     # the views run what select needs on val (scored held out); on test only what the chosen plan reads
     view_pairs = sorted({best.default, *best.types.values(), *MssResults(tuned.out_dir).heldout_configs()})
     for split, lst in (("val", val_list), ("test", test_list)):
-        run_inference(cfg.model.config, tuned_checkpoint, data_root, predictions / split, pairs, split_list=lst,
-                      per_type=best_configs_path, scene_types=scene_csv[split], device=cfg.model.device, progress=progress)
+        run_inference_anywhere(cfg.infer, cfg.model.config, tuned_checkpoint, data_root, predictions / split, pairs,
+                               split_list=lst, per_type=best_configs_path, scene_types=scene_csv[split],
+                               device=cfg.model.device, progress=progress)
     for view, checkpoint, flip in views[1:]:
-        run_inference(cfg.model.config, checkpoint, data_root, predictions / "val", view_pairs, split_list=val_list,
-                      device=cfg.model.device, progress=progress, view=view, flip=flip)
+        run_inference_anywhere(cfg.infer, cfg.model.config, checkpoint, data_root, predictions / "val", view_pairs,
+                               split_list=val_list, device=cfg.model.device, progress=progress, view=view, flip=flip)
     plan_path = out / "plans" / "val.yaml"
     plan = select_fusion(predictions / "val", data_root, plan_path, split_list=val_list, scene_types=scene_csv["val"],
                          best_configs=best_configs_path, folds=MssResults(tuned.out_dir).folds_or_none(), top_k=cfg.ensemble.top_k,
@@ -242,8 +244,9 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     for view, checkpoint, flip in views[1:]:
         view_needed = sorted(parse_config_id(c) for c in (needed or []) if config_view(c) == view)
         if view_needed:
-            run_inference(cfg.model.config, checkpoint, data_root, predictions / "test", view_needed,
-                          split_list=test_list, device=cfg.model.device, progress=progress, view=view, flip=flip)
+            run_inference_anywhere(cfg.infer, cfg.model.config, checkpoint, data_root, predictions / "test", view_needed,
+                                   split_list=test_list, device=cfg.model.device, progress=progress, view=view,
+                                   flip=flip)
     submission = run_ensemble(predictions / "test", plan, data_root, out / "submissions" / "demo", split_list=test_list,
                               scene_types=scene_csv["test"], best_configs=best_configs_path, progress=progress)
     check_demo_submission(submission, data_root, test_list)
@@ -260,8 +263,8 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     if cfg.model.checkpoint:
         baseline_runs.append(("base", "bundled base checkpoint, before fine-tuning", cfg.model.checkpoint))
     for name, _, checkpoint in baseline_runs:
-        run_inference(cfg.model.config, checkpoint, data_root, out / "predictions" / f"test_{name}", [SAM2_DEFAULT],
-                      split_list=test_list, device=cfg.model.device, progress=progress)
+        run_inference_anywhere(cfg.infer, cfg.model.config, checkpoint, data_root, out / "predictions" / f"test_{name}",
+                               [SAM2_DEFAULT], split_list=test_list, device=cfg.model.device, progress=progress)
     samples = cfg.mss.bootstrap or 1000
     rows = []
     objects: dict[str, pd.DataFrame] = {}
