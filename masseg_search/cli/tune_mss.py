@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from masseg_search.cluster.session import resolve_address
 from masseg_search.config import load_config
 from masseg_search.errors import MassegError
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="sampler and fold seed (default mss.seed)")
     parser.add_argument("--cv", type=int, help="held-out folds over videos (default mss.cv_folds; 0 = none)")
     parser.add_argument("--ray-address", help="run engine passes as Ray tasks on this cluster ('auto', host:port, or "
-                        "'local' to start one here)")
+                        "'local' to start one here, on 127.0.0.1 only); default: RAY_ADDRESS, else this process")
     parser.add_argument("--checkpoint", help="SAM2 checkpoint (default model.checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise MassegError(f"--{name} must be at least 1, got {value}")
     config = load_config(args.config)
     result = tune_mss(config, study=args.study, trials=args.trials, batch=args.batch, storage=args.storage,
-                      sampler=args.sampler, seed=args.seed, cv=args.cv, ray_address=args.ray_address,
+                      sampler=args.sampler, seed=args.seed, cv=args.cv, ray_address=resolve_address(args.ray_address),
                       checkpoint=args.checkpoint, progress=not args.no_progress)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")
