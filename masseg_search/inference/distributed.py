@@ -40,8 +40,8 @@ class DistributedInferResult:
     """What a run over Ray did: which videos its workers ran and which were already complete."""
 
     out_dir: Path
-    ran: list[str] = field(default_factory=list)
-    already_done: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)  # run by a worker (with skip_bad: or skipped as bad, logged there)
+    already_done: list[str] = field(default_factory=list)  # complete before this run: skipped
     workers: int = 0
     nodes: set[str] = field(default_factory=set)  # Ray node ids the videos ran on
     restarted_workers: int = 0  # workers whose process died and was replaced by Ray while videos ran
