@@ -5,7 +5,7 @@
 Generates (once, resumable) a synthetic MOSE-like set of at least ``--frames`` frames with the project's synth
 module, writes a perturbed copy of its masks as the "prediction", then times in one run: (a) only decoding the
 ground-truth and predicted PNGs, (b) the fast evaluator (with the compiled kernel where it is built, see
-``masseg_search/evaluation/compiled.py``), (b) again with ``--workers 2``, (b') the fast evaluator once with its
+``masseg_search/evaluation/kernels/compiled.py``), (b) again with ``--workers 2``, (b') the fast evaluator once with its
 pure-Python kernel, and (c) the plain full-frame implementation. (a) and (b) alternate ``--repeat`` times and each
 keeps its least CPU time (the steadiest figure on a shared machine: interference only ever adds time). The fast
 evaluator's metric compute is (b) - (a): everything it does besides decoding the PNGs it must read. Checks that
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from masseg_search.data import layout  # noqa: E402
-from masseg_search.evaluation import compiled  # noqa: E402
+from masseg_search.evaluation.kernels import compiled  # noqa: E402
 from masseg_search.evaluation import evaluate_predictions, open_ground_truth  # noqa: E402
 
 

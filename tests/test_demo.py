@@ -38,7 +38,7 @@ def _shifted(dataset_root: Path, out: Path, shifts: dict[str, int]) -> Path:
 
 
 def test_paired_gains_measure_a_real_difference_and_not_noise(tmp_path: Path, tiny_dataset: Path) -> None:
-    from masseg_search.evaluation.evaluate import evaluate_predictions
+    from masseg_search.evaluation import evaluate_predictions
 
     videos = open_dataset(tiny_dataset, split="val").video_names
     score = {}

@@ -6,6 +6,7 @@ import argparse
 from masseg_search.cluster.session import resolve_address
 from masseg_search.config import load_config
 from masseg_search.errors import MassegError
+from masseg_search.store.predictions import config_id
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
                       checkpoint=args.checkpoint, progress=not args.no_progress)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")
-    for scene_type, (scale, bias) in result.best.types.items():
+    for scene_type, knobs in result.best.types.items():
         detail = result.best.details.get(scene_type, {})
         source = "held-out" if detail.get("jf_source") == "heldout" else "in-sample (optimistic; use --cv for held-out)"
-        print(f"{scene_type}: scale {scale:g}, bias {bias:g}, J&F {detail.get('jf', float('nan')):.4f} {source}, "
+        print(f"{scene_type}: {config_id(knobs)}, J&F {detail.get('jf', float('nan')):.4f} {source}, "
               f"{detail.get('objects', 0)} objects")
     if result.holdout is not None and not result.holdout.summary.empty:
         summary = result.holdout.summary[result.holdout.summary.scene_type == "all"].set_index("method")

@@ -319,7 +319,7 @@ def _load_config(predictions_root: Path, video: str, config: str, object_ids: li
     else:
         prediction = store.load_video_prediction(per_type if use_per_type else folder, object_ids, mmap=True)
     if use_per_type:
-        stored = {i: store.config_id(*pair, view) for i, pair in (prediction.object_configs or {}).items()}
+        stored = {i: store.config_id(store.as_knobs(pair), view=view) for i, pair in (prediction.object_configs or {}).items()}
         wrong = [i for i in object_ids if stored.get(i) != config]
         if wrong:
             raise MassegError(f"objects {wrong} of {video} are stored under {sorted({stored.get(i) for i in wrong}, key=str)}, "

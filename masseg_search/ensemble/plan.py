@@ -65,7 +65,7 @@ class FusionPlan:
                 if best is None:
                     raise MassegError("the plan uses 'select' but no best_configs.yaml is given", None,
                                       "pass --best-configs or set best_configs in the plan")
-                needed |= {store.config_id(*pair) for pair in [best.default, *best.types.values()]}
+                needed |= {store.config_id(knobs) for knobs in [best.default, *best.types.values()]}
             elif not rule.configs:
                 return None
             else:
@@ -219,8 +219,8 @@ class RuleResolver:
         """The resolved rule of one object."""
         spec = self.spec_for(video, object_id)
         if spec.method == "select":
-            scale, bias = self.best.for_type(self.scene_type(video, object_id))  # type: ignore[union-attr]
-            configs: tuple[str, ...] = (store.config_id(scale, bias),)
+            knobs = self.best.for_type(self.scene_type(video, object_id))  # type: ignore[union-attr]
+            configs: tuple[str, ...] = (store.config_id(knobs),)
             method = "single"
         else:
             configs, method = spec.configs or tuple(self.available), spec.method

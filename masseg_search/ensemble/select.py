@@ -71,6 +71,7 @@ def _score_video(job: _VideoJob) -> dict[str, dict[int, float]]:
     if len(gt) < 3:
         raise MassegError(f"video {video.name} has {len(gt)} frames; J&F needs at least 3", video.image_dir, "leave it out of the validation list")
     height, width = gt[0].shape
+    # the objects the candidates predict; the official set's other ids would add one value to every candidate
     object_ids = first_frame_object_ids(gt[0])
     cache: dict[str, store.VideoPrediction] = {}
     scores = {}
@@ -151,7 +152,7 @@ def with_views(rule: FusionRule, views: tuple[str, ...]) -> FusionRule:
     probabilities (``logit-mean`` stays a logit mean); ``rule`` itself without views."""
     if not views:
         return rule
-    configs = tuple(rule.configs) + tuple(store.config_id(*store.parse_config_id(c), v) for v in views for c in rule.configs)
+    configs = tuple(rule.configs) + tuple(store.config_id(store.parse_config_id(c), view=v) for v in views for c in rule.configs)
     return FusionRule("logit-mean" if rule.method == "logit-mean" else "mean", configs)
 
 
@@ -173,8 +174,8 @@ def _spec_with_views(spec: RuleSpec, views: tuple[str, ...]) -> RuleSpec:
 
 def _select_plan_with_views(best: Any, views: tuple[str, ...]) -> FusionPlan:
     """``select`` fused over views, written out as per-scene-type rules (the default config for other types)."""
-    def rule(pair: tuple[float, float]) -> RuleSpec:
-        return _spec_with_views(RuleSpec("single", (store.config_id(*pair),)), views)
+    def rule(knobs: store.Knobs) -> RuleSpec:
+        return _spec_with_views(RuleSpec("single", (store.config_id(knobs),)), views)
 
     return FusionPlan(rule(best.default), {scene_type: rule(pair) for scene_type, pair in sorted(best.types.items())})
 

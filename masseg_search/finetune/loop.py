@@ -1,7 +1,8 @@
 """One fine-tuning run: sam2's ``SAM2Train`` on MOSE-layout clips, validation J&F each epoch, sam2-format checkpoints.
 
-The model is the project's model yaml composed by Hydra with the model class switched to
-``training.model.sam2.SAM2Train`` and its training-only keys set (the ground-truth mask of frame 0 is the prompt;
+The model is the project's model yaml composed by Hydra with the model class switched to sam2's ``SAM2Train``
+(as :class:`~masseg_search.finetune.query_features.SAM2TrainWithQueryFeatures`, which also returns the features
+the Sim loss compares) and its training-only keys set (the ground-truth mask of frame 0 is the prompt;
 no point or box prompts), weights from ``model.checkpoint`` (official, ours, or seeded random when null).
 AdamW with layer decay on the Hiera trunk (sam2's ``get_layer_id``), separate image-encoder lr, no weight decay on
 biases and norms, linear warm-up then cosine to a tenth (as sam2's MOSE fine-tune yaml), gradient clipping, bf16
@@ -29,7 +30,7 @@ import numpy as np
 from masseg_search.config import ProjectConfig, TrainSection, dump_config
 from masseg_search.data.layout import atomic_write_bytes, open_dataset, read_mask
 from masseg_search.errors import MassegError
-from masseg_search.evaluation import score_video
+from masseg_search.evaluation import first_frame_object_ids, score_video
 from masseg_search.model.build import (
     apply_state_dict,
     build_model,
@@ -94,7 +95,7 @@ def training_overrides(train: TrainSection) -> list[str]:
     """Hydra overrides turning a SAM2 model yaml into a ``SAM2Train`` that is prompted by the frame-0 mask."""
     tracking = "true" if train.multimask_output_for_tracking else "false"
     return [
-        "++model._target_=training.model.sam2.SAM2Train",
+        "++model._target_=masseg_search.finetune.query_features.SAM2TrainWithQueryFeatures",
         "++model.prob_to_use_pt_input_for_train=0.0",
         "++model.prob_to_use_box_input_for_train=0.0",
         "++model.prob_to_use_pt_input_for_eval=0.0",
@@ -167,6 +168,20 @@ def set_lr(optimizer: Any, multiplier: float) -> float:
 # ---------------------------------------------------------------------------------------------- validation
 
 
+@dataclass
+class ObjectScore:
+    """One validation object's mean J and mean F over its video's scored frames."""
+
+    video: str
+    object_id: int
+    j: float
+    f: float
+
+    @property
+    def jf(self) -> float:
+        return (self.j + self.f) / 2
+
+
 class Validator:
     """J&F of the current weights on a validation split: the project's engine (one config: the model's own
     scale/bias) and the DAVIS evaluator, the same code that scores everything else."""
@@ -184,7 +199,8 @@ class Validator:
             raise MassegError(f"validation split {config.data.val_split!r} has no videos", config.data.root,
                               "point data.val_split at a list with held-out, fully annotated videos")
 
-    def __call__(self, state_dict: dict[str, Any]) -> dict[str, float]:
+    def object_scores(self, state_dict: dict[str, Any]) -> list[ObjectScore]:
+        """Mean J and mean F of every first-frame object of every validation video under ``state_dict``."""
         import torch
 
         from masseg_search.model.engine import MultiConfigEngine
@@ -193,11 +209,10 @@ class Validator:
         self.model.eval()
         scale, bias = float(self.model.sigmoid_scale_for_mem_enc), float(self.model.sigmoid_bias_for_mem_enc)
         engine = MultiConfigEngine(self.model, self.device)
-        j_values: list[float] = []
-        f_values: list[float] = []
+        rows: list[ObjectScore] = []
         for video in self.videos:
             _, first_mask = video.first_annotation()
-            object_ids = sorted(int(i) for i in np.unique(first_mask) if i != 0)
+            object_ids = first_frame_object_ids(first_mask)  # void (255) is never an object
             if not object_ids:
                 continue
             with torch.inference_mode():
@@ -211,11 +226,16 @@ class Validator:
             truth = np.stack([read_mask(video.annotation_path(name)) for name in prediction.frame_names])
             scores = score_video(truth, predicted, object_ids, frame_names=prediction.frame_names, video=video.name)
             j_per_object, f_per_object = _object_means(scores, object_ids)
-            j_values += j_per_object
-            f_values += f_per_object
-        j_mean = float(np.mean(j_values)) if j_values else float("nan")
-        f_mean = float(np.mean(f_values)) if f_values else float("nan")
-        return {"val_jf": (j_mean + f_mean) / 2, "val_j": j_mean, "val_f": f_mean, "val_objects": len(j_values)}
+            rows += [ObjectScore(video.name, object_id, j, f)
+                     for object_id, j, f in zip(object_ids, j_per_object, f_per_object)]
+        return rows
+
+    def __call__(self, state_dict: dict[str, Any]) -> dict[str, float]:
+        """J, F and J&F over the validation objects (each object counts once, as the DAVIS protocol)."""
+        rows = self.object_scores(state_dict)
+        j_mean = float(np.mean([row.j for row in rows])) if rows else float("nan")
+        f_mean = float(np.mean([row.f for row in rows])) if rows else float("nan")
+        return {"val_jf": (j_mean + f_mean) / 2, "val_j": j_mean, "val_f": f_mean, "val_objects": len(rows)}
 
 
 def _object_means(scores: Any, object_ids: list[int]) -> tuple[list[float], list[float]]:
@@ -288,7 +308,7 @@ def _train_epoch(train_model: Any, model: Any, batches: Any, optimizer: Any, los
         lr = set_lr(optimizer, lr_multiplier(steps, total_steps, train.warmup_iterations))
         batch = batch.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            terms = loss_fn(train_model(batch), batch.masks)
+            terms = loss_fn(train_model(batch), batch.masks, object_clips=batch.obj_to_frame_idx[0, :, 1])
         optimizer.zero_grad(set_to_none=True)
         terms[CORE_LOSS_KEY].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
@@ -338,7 +358,7 @@ def train_run(
 
     from masseg_search.finetune.augment import build_train_transforms
     from masseg_search.finetune.clips import build_clip_dataset, check_clip_split, clip_loader
-    from masseg_search.finetune.loss import CORE_LOSS_KEY, WeightedVOSLoss
+    from masseg_search.finetune.loss import CORE_LOSS_KEY, WeightedVOSLoss, memory_cross_attention
 
     train = config.train
     out_dir = Path(out_dir)
@@ -352,7 +372,7 @@ def train_run(
     transforms = build_train_transforms(train.augment, int(model.image_size))
     dataset = build_clip_dataset(split, train.num_frames, train.max_objects, transforms)
     optimizer = build_optimizer(model, train)
-    loss_fn = WeightedVOSLoss(train.loss, pred_obj_scores=bool(model.pred_obj_scores))
+    loss_fn = WeightedVOSLoss(train.loss, memory_cross_attention(model), pred_obj_scores=bool(model.pred_obj_scores))
     validator = Validator(config, device) if is_main else None
 
     start_epoch, steps, best_jf, history = 0, 0, float("-inf"), []

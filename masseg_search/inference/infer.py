@@ -30,6 +30,7 @@ from masseg_search.data.scene_types import load_scene_types, scene_type_table
 from masseg_search.errors import MassegError
 from masseg_search.model.build import build_model, resolve_device
 from masseg_search.store.best_configs import load_best_configs
+from masseg_search.store.knobs import Knobs, as_knobs
 from masseg_search.store.predictions import (
     VideoPrediction,
     check_view,
@@ -62,14 +63,14 @@ def _object_types(dataset: Dataset, scene_types: Any, video_names: list[str]) ->
     return {(str(row.video), int(row.object_id)): str(row.scene_type) for row in table.itertuples(index=False)}
 
 
-def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]], best: Any,
-                        types: dict[tuple[str, int], str], types_path: Path | None = None) -> tuple[dict[int, list[tuple[float, float]]], dict[int, tuple[float, float]]]:
+def _configs_per_object(video: Any, configs: Sequence[Knobs], best: Any,
+                        types: dict[tuple[str, int], str], types_path: Path | None = None) -> tuple[dict[int, list[Knobs]], dict[int, Knobs]]:
     """Every object's configurations (the shared list plus, with --per-type, its type's) and the per-type choice."""
     from masseg_search.model.engine import check_video
 
     checked = check_video(video)
-    per_object: dict[int, list[tuple[float, float]]] = {}
-    chosen: dict[int, tuple[float, float]] = {}
+    per_object: dict[int, list[Knobs]] = {}
+    chosen: dict[int, Knobs] = {}
     for obj in checked.object_ids:
         pairs = list(configs)
         if best is not None:
@@ -83,14 +84,14 @@ def _configs_per_object(video: Any, configs: Sequence[tuple[float, float]], best
     return per_object, chosen
 
 
-def _per_type_prediction(results: dict[str, VideoPrediction], chosen: dict[int, tuple[float, float]]) -> VideoPrediction:
+def _per_type_prediction(results: dict[str, VideoPrediction], chosen: dict[int, Knobs]) -> VideoPrediction:
     """One prediction whose objects each come from their own type's configuration."""
     first = next(iter(results.values()))
     merged = VideoPrediction(video=first.video, frame_names=first.frame_names, height=first.height, width=first.width,
                              object_ids=sorted(chosen), first_frames={}, scale=None, bias=None,
-                             object_configs={obj: (float(s), float(b)) for obj, (s, b) in chosen.items()})
-    for obj, (scale, bias) in chosen.items():
-        source = results[config_id(scale, bias)]
+                             object_configs=dict(chosen))
+    for obj, knobs in chosen.items():
+        source = results[config_id(knobs)]
         merged.logits[obj] = source.logits[obj]
         merged.object_scores[obj] = source.object_scores[obj]
         merged.first_frames[obj] = source.first_frames[obj]
@@ -98,7 +99,7 @@ def _per_type_prediction(results: dict[str, VideoPrediction], chosen: dict[int, 
 
 
 def run_inference(model_config: str, checkpoint: str | Path | None, data_root: str | Path, out_dir: str | Path,
-                  configs: str | Sequence[tuple[float, float]] | None, split_list: str | Path | None = None,
+                  configs: str | Sequence[Knobs | tuple[float, float]] | None, split_list: str | Path | None = None,
                   per_type: str | Path | None = None, scene_types: Any = None, save_masks: bool = False,
                   device: str = "auto", skip_bad: bool = False, videos: Sequence[str] | None = None,
                   postprocess: bool = False, progress: bool = True, view: str | None = None,
@@ -115,7 +116,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
 
     from masseg_search.model.engine import check_video
 
-    pairs = parse_config_list(configs) if isinstance(configs, str) else [(float(s), float(b)) for s, b in (configs or [])]
+    pairs = parse_config_list(configs) if isinstance(configs, str) else [as_knobs(c) for c in (configs or [])]
     if not pairs and per_type is None:
         raise MassegError("nothing to run: no --configs and no --per-type", fix='pass --configs "20,-10" or --per-type best_configs.yaml')
     best = load_best_configs(per_type) if per_type is not None else None
@@ -126,7 +127,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     if unknown:
         raise MassegError(f"videos not in the dataset: {unknown[:5]}", data_root, "check the names against the split list")
     out_dir = Path(out_dir)
-    folders = [config_id(s, b, view) for s, b in pairs] + ([view_folder(PER_TYPE_ID, view)] if best is not None else [])
+    folders = [config_id(knobs, view=view) for knobs in pairs] + ([view_folder(PER_TYPE_ID, view)] if best is not None else [])
     todo = [n for n in names if not all(is_complete(out_dir / folder / n) for folder in folders)]
     logger.info("%d of %d videos already done in %s", len(names) - len(todo), len(names), out_dir)
     skipped: list[str] = []
@@ -149,10 +150,10 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                 continue
             for prediction in results.values():
                 prediction.view, prediction.flipped = view, flip
-            for scale, bias in pairs:
-                folder = config_id(scale, bias, view)
+            for knobs in pairs:
+                folder = config_id(knobs, view=view)
                 if not is_complete(out_dir / folder / name):
-                    save_video_prediction(out_dir / folder / name, results[config_id(scale, bias)])
+                    save_video_prediction(out_dir / folder / name, results[config_id(knobs)])
             if best is not None:
                 merged = _per_type_prediction(results, chosen)
                 merged.view, merged.flipped = view, flip
@@ -187,7 +188,7 @@ def _write_run_record(out_dir: Path, model_config: str, checkpoint: Any, pairs: 
     """Record what produces this view of the folder; resuming a view with another model into it is an error
     (results would mix): another model goes under another ``--view``."""
     record = {"model_config": str(model_config), "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-              "configs": [config_id(s, b, view) for s, b in pairs], "per_type": str(per_type) if per_type else None,
+              "configs": [config_id(knobs, view=view) for knobs in pairs], "per_type": str(per_type) if per_type else None,
               "postprocess": postprocess, "view": view, "flip": flip}
     path = run_record_path(out_dir, view)
     if path.is_file():

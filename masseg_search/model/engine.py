@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from masseg_search.data.layout import VOID_ID, Video, image_size
 from masseg_search.errors import MassegError
 from masseg_search.model.fast_modules import speed_up
+from masseg_search.model.memory import RowMemory, enable_key_masks, per_row_memory, resolve_knobs
+from masseg_search.store.knobs import Knobs, as_knobs
 from masseg_search.store.predictions import VideoPrediction, config_id
 
 logger = logging.getLogger(__name__)
@@ -160,6 +162,7 @@ class _Chunk:
     rows: list[int]
     scale: PerRowValue
     bias: PerRowValue
+    row_memory: RowMemory
     memory: dict[str, dict[int, dict[str, Any]]] = field(default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}})
     constants: dict[str, Any] = field(default_factory=dict)
 
@@ -187,6 +190,7 @@ class MultiConfigEngine:
         self.model = model.to(self.device).eval()
         if fast_modules:
             speed_up(self.model)
+        enable_key_masks(self.model)
         self.max_rows = max_rows
         self.logits_dtype = logits_dtype
         self.flip = bool(flip)
@@ -196,6 +200,8 @@ class MultiConfigEngine:
         self._vision_pos_enc: list[torch.Tensor] | None = None
         self.peak_stored_frames = 0  # most frames held in memory by any row chunk (flat in video length)
         self.peak_stored_bytes = 0  # most bytes of memory features and pointers held at once
+        # set to a list to record, per row of the last video, {frame: memory frames read} (tests, inspection)
+        self.memory_reads: list[dict[int, list[int]]] | None = None
 
     # ----------------------------------------------------------------------------------------- image features
     def _load_frame(self, path: Any) -> torch.Tensor:
@@ -272,15 +278,16 @@ class MultiConfigEngine:
         chunk.memory[key][frame_idx] = compact
 
     def _prune(self, chunk: _Chunk, next_frame: int, num_frames: int) -> None:
-        """Drop what memory attention can no longer read when tracking ``next_frame`` and later frames."""
-        model = self.model
-        mem_window = model.memory_temporal_stride_for_eval * (model.num_maskmem - 2) + 1 if model.num_maskmem >= 2 else 0
-        ptr_window = min(num_frames, model.max_obj_ptrs_in_encoder) - 1 if model.use_obj_ptrs_in_encoder else 0
+        """Drop what no row's memory selection can read when tracking ``next_frame`` and later frames
+        (:meth:`RowMemory.needed`: each row's memory window or admitted frames, present frames, pointer window)."""
+        features, oldest_pointer = chunk.row_memory.needed(next_frame, num_frames)
         stored = chunk.memory["non_cond_frame_outputs"]
         for t in list(stored):
-            if t < next_frame - max(mem_window, ptr_window):
+            if t in features:
+                continue
+            if t < oldest_pointer:
                 del stored[t]
-            elif t < next_frame - mem_window:
+            else:
                 stored[t]["maskmem_features"] = None  # only the object pointer is still read
         self.peak_stored_frames = max(self.peak_stored_frames, len(stored) + len(chunk.memory["cond_frame_outputs"]))
         held = [out for outputs in chunk.memory.values() for out in outputs.values()]
@@ -288,13 +295,14 @@ class MultiConfigEngine:
             t.numel() * t.element_size() for out in held for t in (out["maskmem_features"], out["obj_ptr"]) if t is not None))
 
     @torch.inference_mode()
-    def predict_video(self, video: Video, configs_per_object: dict[int, list[tuple[float, float]]],
+    def predict_video(self, video: Video, configs_per_object: dict[int, list[Knobs | tuple[float, float]]],
                       feature_cache: FeatureCache | None = None, progress: bool = False) -> dict[str, VideoPrediction]:
         """Track every object of ``video`` from its first annotated frame under its configurations.
 
-        ``configs_per_object`` maps each object id of the first annotated mask to its (scale, bias) pairs (they may
-        differ per object). Returns config_id -> VideoPrediction holding the objects run under that configuration;
-        frames before the first annotated frame hold SAM2's no-object score (-1024).
+        ``configs_per_object`` maps each object id of the first annotated mask to its configurations: Knobs (scale,
+        bias and memory knobs, see :mod:`masseg_search.model.memory`) or (scale, bias) pairs; they may differ per
+        object. Returns config_id -> VideoPrediction holding the objects run under that configuration; frames
+        before the first annotated frame hold SAM2's no-object score (-1024).
         """
         checked = check_video(video)
         rows = self._rows(checked, configs_per_object)
@@ -307,10 +315,13 @@ class MultiConfigEngine:
         for begin in range(0, len(rows), chunk_size):
             members = list(range(begin, min(begin + chunk_size, len(rows))))
             chunks.append(_Chunk(members,
-                                 PerRowValue(torch.tensor([rows[r][1] for r in members], dtype=torch.float32, device=self.device)),
-                                 PerRowValue(torch.tensor([rows[r][2] for r in members], dtype=torch.float32, device=self.device))))
+                                 PerRowValue(torch.tensor([rows[r][1].scale for r in members], dtype=torch.float32, device=self.device)),
+                                 PerRowValue(torch.tensor([rows[r][1].bias for r in members], dtype=torch.float32, device=self.device)),
+                                 RowMemory([resolve_knobs(self.model, rows[r][1]) for r in members])))
         mask_inputs = {obj: self._mask_input(checked.first_mask == obj) for obj in checked.object_ids}
         self.peak_stored_frames = self.peak_stored_bytes = 0
+        if self.memory_reads is not None:
+            self.memory_reads = [{} for _ in rows]
         frames = range(checked.start_frame, num_frames)
         if progress:
             from tqdm import tqdm
@@ -339,7 +350,7 @@ class MultiConfigEngine:
             model.sigmoid_scale_for_mem_enc, model.sigmoid_bias_for_mem_enc, model.non_overlap_masks_for_mem_enc = saved
         return self._collect(checked, rows, logits, scores)
 
-    def _track_frame(self, chunk: _Chunk, rows: list[tuple[int, float, float]], checked: CheckedVideo,
+    def _track_frame(self, chunk: _Chunk, rows: list[tuple[int, Knobs]], checked: CheckedVideo,
                      mask_inputs: dict[int, torch.Tensor], frame_idx: int, backbone_out: dict, num_frames: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame for one row chunk: SAM2's ``track_step`` on every row with its own scale and bias; returns
@@ -350,16 +361,22 @@ class MultiConfigEngine:
         if frame_idx == checked.start_frame:
             pred_masks, object_scores = self._condition(chunk, rows, mask_inputs, frame_idx, feats, pos, sizes, num_frames)
         else:
-            out = model.track_step(frame_idx=frame_idx, is_init_cond_frame=False, current_vision_feats=feats,
-                                   current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=None, mask_inputs=None,
-                                   output_dict=chunk.memory, num_frames=num_frames, track_in_reverse=False,
-                                   run_mem_encoder=True)
+            captured: dict[str, torch.Tensor] = {}
+            with per_row_memory(model, chunk.row_memory, captured):  # each row's memory knobs (model.memory)
+                out = model.track_step(frame_idx=frame_idx, is_init_cond_frame=False, current_vision_feats=feats,
+                                       current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=None,
+                                       mask_inputs=None, output_dict=chunk.memory, num_frames=num_frames,
+                                       track_in_reverse=False, run_mem_encoder=True)
             self._store(chunk, frame_idx, out, is_cond=False)
+            chunk.row_memory.record(frame_idx, out["object_score_logits"], captured.get("ious"))
+            if self.memory_reads is not None:
+                for position, row in enumerate(chunk.rows):
+                    self.memory_reads[row][frame_idx] = list(chunk.row_memory.last_selection[position])
             pred_masks, object_scores = self._fill_holes(out["pred_masks"]), out["object_score_logits"]
         self._prune(chunk, frame_idx + 1, num_frames)
         return pred_masks, object_scores
 
-    def _condition(self, chunk: _Chunk, rows: list[tuple[int, float, float]], mask_inputs: dict[int, torch.Tensor],
+    def _condition(self, chunk: _Chunk, rows: list[tuple[int, Knobs]], mask_inputs: dict[int, torch.Tensor],
                    frame_idx: int, feats: list, pos: list, sizes: list, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first annotated frame: SAM2's ``add_new_mask`` (no memory encoder), then the memory encoding that
         ``propagate_in_video_preflight`` runs on the upsampled low-res mask."""
@@ -377,8 +394,8 @@ class MultiConfigEngine:
         return pred_masks, out["object_score_logits"]
 
     @staticmethod
-    def _rows(checked: CheckedVideo, configs_per_object: dict[int, list[tuple[float, float]]]) -> list[tuple[int, float, float]]:
-        """(object id, scale, bias) per batch row, objects in id order; every object of the first mask needs configs."""
+    def _rows(checked: CheckedVideo, configs_per_object: dict[int, list[Any]]) -> list[tuple[int, Knobs]]:
+        """(object id, configuration) per batch row, objects in id order; every object of the first mask needs configs."""
         wanted = {int(k): v for k, v in configs_per_object.items()}
         missing = [obj for obj in checked.object_ids if not wanted.get(obj)]
         extra = sorted(set(wanted) - set(checked.object_ids))
@@ -389,22 +406,24 @@ class MultiConfigEngine:
         rows = []
         for obj in checked.object_ids:
             seen = set()
-            for scale, bias in wanted[obj]:
-                key = config_id(scale, bias)
+            for config in wanted[obj]:
+                knobs = as_knobs(config)
+                key = config_id(knobs)
                 if key not in seen:
                     seen.add(key)
-                    rows.append((obj, float(scale), float(bias)))
+                    rows.append((obj, knobs))
         return rows
 
-    def _collect(self, checked: CheckedVideo, rows: list[tuple[int, float, float]], logits: list[np.ndarray],
+    def _collect(self, checked: CheckedVideo, rows: list[tuple[int, Knobs]], logits: list[np.ndarray],
                  scores: list[np.ndarray]) -> dict[str, VideoPrediction]:
         results: dict[str, VideoPrediction] = {}
-        for row, (obj, scale, bias) in enumerate(rows):
-            key = config_id(scale, bias)
+        for row, (obj, knobs) in enumerate(rows):
+            key = config_id(knobs)
             if key not in results:
                 results[key] = VideoPrediction(video=checked.video.name, frame_names=checked.video.frame_names,
                                                height=checked.height, width=checked.width, object_ids=[],
-                                               first_frames={}, scale=scale, bias=bias)
+                                               first_frames={}, scale=knobs.scale, bias=knobs.bias,
+                                               knobs=knobs.extras() or None)
             prediction = results[key]
             prediction.object_ids.append(obj)
             prediction.first_frames[obj] = checked.start_frame
@@ -414,16 +433,23 @@ class MultiConfigEngine:
 
 
 @torch.inference_mode()
-def reference_predict_video(predictor: Any, video: Video, scale: float, bias: float) -> tuple[dict[int, np.ndarray], np.ndarray]:
+def reference_predict_video(predictor: Any, video: Video, scale: float, bias: float,
+                            sam2_knobs: dict[str, Any] | None = None) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Plain SAM2 on one video under one configuration, as ``tools/vos_inference.py`` runs it: the reference for
     parity checks and the benchmark baseline.
 
     ``predictor`` comes from :func:`masseg_search.model.build.build_plain_predictor` (frames must be numbered JPEGs,
     as sam2's loader wants). Returns (object id -> (T, h, w) float32 low-res logits with -1024 before the first
-    annotated frame, (T, H, W) uint8 id masks merged as vos_inference merges them).
+    annotated frame, (T, H, W) uint8 id masks merged as vos_inference merges them). ``sam2_knobs`` sets SAM2's own
+    attributes first (e.g. ``{"memory_temporal_stride_for_eval": 2, "num_maskmem": 4}``): the reference for a
+    row's memory knobs.
     """
     checked = check_video(video)
     predictor.sigmoid_scale_for_mem_enc, predictor.sigmoid_bias_for_mem_enc = float(scale), float(bias)
+    for name, value in (sam2_knobs or {}).items():
+        if not hasattr(predictor, name):
+            raise MassegError(f"SAM2 has no attribute {name!r}", fix="name a SAM2Base attribute")
+        setattr(predictor, name, value)
     state = predictor.init_state(video_path=str(video.image_dir), async_loading_frames=False)
     for obj in checked.object_ids:
         predictor.add_new_mask(inference_state=state, frame_idx=checked.start_frame, obj_id=obj, mask=checked.first_mask == obj)

@@ -29,6 +29,8 @@ from sam2.modeling.position_encoding import reshape_for_broadcast
 from sam2.modeling.sam.transformer import Attention, RoPEAttention
 from sam2.modeling.sam2_utils import LayerNorm2d
 
+from masseg_search.model.memory import rope_attention
+
 
 class FastLayerNorm2d(LayerNorm2d):
     """SAM2's ``LayerNorm2d`` (normalise over channels per pixel) with the centred tensor computed once."""
@@ -54,11 +56,16 @@ def _is_shared_rows(x: torch.Tensor, dim: int) -> bool:
 
 
 class SharedQueryRoPEAttention(RoPEAttention):
-    """SAM2's ``RoPEAttention`` with the rotations done in place and a shared query projected once."""
+    """SAM2's ``RoPEAttention`` with the rotations done in place and a shared query projected once; honours the
+    engine's key mask for rows with different memory (``key_mask``, see :mod:`masseg_search.model.memory`)."""
+
+    key_mask: torch.Tensor | None = None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
         if (torch.is_grad_enabled() or torch.is_autocast_enabled(q.device.type)
                 or q.dtype != torch.float32 or k.dtype != torch.float32):
+            if self.key_mask is not None:
+                return rope_attention(self, q, k, v, num_k_exclude_rope, self.key_mask)
             return super().forward(q, k, v, num_k_exclude_rope)
         rows = q.shape[0]
         shared = _is_shared_rows(q, 0)
@@ -79,7 +86,7 @@ class SharedQueryRoPEAttention(RoPEAttention):
             _rotate_in_place(k[:, :, :num_k_rope].unflatten(2, (num_k_rope // tokens, tokens)), self.freqs_cis)
         if shared:
             q = q.expand(rows, -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.key_mask)
         return self.out_proj(self._recombine_heads(out))
 
 

@@ -46,6 +46,7 @@ from masseg_search.mss.holdout import bootstrap_ci
 from masseg_search.mss.tune import tune_mss
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
 from masseg_search.store.mss_results import MssResults
+from masseg_search.store.knobs import as_knobs
 from masseg_search.store.predictions import config_id, config_view, parse_config_id
 
 log = logging.getLogger(__name__)
@@ -212,13 +213,14 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     tuned = tune_mss(cfg, study="val", checkpoint=tuned_checkpoint, progress=progress)
     best_configs_path = MssResults(tuned.out_dir).best_configs
     best = load_best_configs(best_configs_path)
-    for scene_type, (scale, bias) in sorted(best.types.items()):
-        print(f"  {scene_type:<10} scale {scale:7.3f}  bias {bias:8.3f}")
+    for scene_type, knobs in sorted(best.types.items()):
+        print(f"  {scene_type:<10} {config_id(knobs)}")
 
     _step("4/5 infer (val + test), choose the fusion on val, ensemble test into a checked submission")
     # every configuration a candidate fusion can name: the baselines, the final per-type choices, and the per-fold
     # choices of the held-out estimate (so --select-on scores per-type select held out, not in-sample)
-    pairs = sorted({SAM2_DEFAULT, MASSEG_BEST, *best.types.values(), *MssResults(tuned.out_dir).heldout_configs()})
+    pairs = sorted({as_knobs(c) for c in (SAM2_DEFAULT, MASSEG_BEST, *best.types.values(),
+                                          *MssResults(tuned.out_dir).heldout_configs())}, key=config_id)
     scene_types_dir = out / "scene_types"
     scene_csv = {split: _scene_types_csv(cfg, data_root, lst, scene_types_dir / f"{split}.csv")
                  for split, lst in (("val", val_list), ("test", test_list))}
@@ -228,7 +230,8 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     if len(views) > 1:
         print("views: " + ", ".join(view or "base" for view, _, _ in views))
     # the views run what select needs on val (scored held out); on test only what the chosen plan reads
-    view_pairs = sorted({best.default, *best.types.values(), *MssResults(tuned.out_dir).heldout_configs()})
+    view_pairs = sorted({as_knobs(c) for c in (best.default, *best.types.values(),
+                                               *MssResults(tuned.out_dir).heldout_configs())}, key=config_id)
     for split, lst in (("val", val_list), ("test", test_list)):
         run_inference_anywhere(cfg.infer, cfg.model.config, tuned_checkpoint, data_root, predictions / split, pairs,
                                split_list=lst, per_type=best_configs_path, scene_types=scene_csv[split],
@@ -242,7 +245,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
                          progress=progress)
     needed = plan.needed_configs(best)
     for view, checkpoint, flip in views[1:]:
-        view_needed = sorted(parse_config_id(c) for c in (needed or []) if config_view(c) == view)
+        view_needed = sorted((parse_config_id(c) for c in (needed or []) if config_view(c) == view), key=config_id)
         if view_needed:
             run_inference_anywhere(cfg.infer, cfg.model.config, checkpoint, data_root, predictions / "test", view_needed,
                                    split_list=test_list, device=cfg.model.device, progress=progress, view=view,

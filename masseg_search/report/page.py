@@ -222,8 +222,8 @@ def _per_type_rows(study: MssStudy) -> pd.DataFrame | None:
     if study.best is None:
         return None
     rows = []
-    for scene_type, (scale, bias) in study.best.types.items():
-        row = {"scene type": scene_type, "scale": scale, "bias": bias}
+    for scene_type, knobs in study.best.types.items():
+        row = {"scene type": scene_type, **knobs.as_dict()}
         row.update({k: v for k, v in study.best.details.get(scene_type, {}).items() if k not in ("scale", "bias")})
         if study.trials is not None:
             of_type = study.trials[study.trials["scene_type"] == scene_type]
@@ -251,7 +251,7 @@ def _mss_section(results_dir: Path, figures: Figures) -> str:
             parts.append(_missing("No trials table (a trials CSV with scene_type, scale, bias and J&F columns)."))
         per_type = _per_type_rows(study)
         if per_type is not None:
-            default = (f" (other scene types get scale {study.best.default[0]:g}, bias {study.best.default[1]:g})"
+            default = (f" (other scene types get scale {study.best.default.scale:g}, bias {study.best.default.bias:g})"
                        if study.best is not None else "")
             parts.append(f"<p>Chosen configuration per scene type{default}. In-sample values are the search's own "
                          "and optimistic; the held-out columns (tuned on the other folds, bootstrap 95% interval over "

@@ -112,7 +112,7 @@ def plot_mss_landscape(study: MssStudy, figures: Figures) -> str:
         axis.scatter(*SAM2_DEFAULT, marker="s", facecolors="none", edgecolors="red", s=120, label="SAM2 20/-10")
         axis.scatter(*MASSEG_BEST, marker="D", facecolors="none", edgecolors="orange", s=120, label="MASSeg 7.5/-4")
         if study.best is not None and scene_type in study.best.types:
-            axis.scatter(*study.best.types[scene_type], marker="*", color="magenta", s=260, edgecolors="black",
+            axis.scatter(*study.best.types[scene_type].pair, marker="*", color="magenta", s=260, edgecolors="black",
                          label="chosen")
         axis.set_xscale("log")
         scales = list(trials["scale"]) + [SAM2_DEFAULT[0], MASSEG_BEST[0]]

@@ -3,9 +3,11 @@
 (``mss_results``). No torch here."""
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, BestConfigs, load_best_configs, save_best_configs
 from masseg_search.store.mss_results import MssResults
-from masseg_search.store.predictions import config_id, parse_config_id, split_config_id
+from masseg_search.store.knobs import Knobs, as_knobs, knobs_id, parse_knobs_id
+from masseg_search.store.predictions import config_id, parse_config_id, split_config_id, split_knobs_id
 
 __all__ = [
-    "MASSEG_BEST", "SAM2_DEFAULT", "BestConfigs", "MssResults", "config_id", "load_best_configs", "parse_config_id",
+    "MASSEG_BEST", "SAM2_DEFAULT", "BestConfigs", "Knobs", "MssResults", "as_knobs", "config_id", "knobs_id", "parse_knobs_id",
+    "split_knobs_id", "load_best_configs", "parse_config_id",
     "save_best_configs", "split_config_id",
 ]

@@ -1,4 +1,5 @@
-"""`best_configs.yaml`: the (scale, bias) chosen per scene type by tune-mss, read by infer and ensemble.
+"""`best_configs.yaml`: the configuration (scale, bias and any memory knobs, see store.knobs) chosen per scene type
+by tune-mss, read by infer and ensemble.
 
 Format::
 
@@ -8,6 +9,7 @@ Format::
     default: {scale: 20.0, bias: -10.0}        # for scene types the study did not cover
     types:
       small: {scale: 7.5, bias: -4.0, jf: 0.71, objects: 12}
+      crowded: {scale: 20.0, bias: -10.0, memory_stride: 2, admit_score: 0.0, jf: 0.64, objects: 9}
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import yaml
 
 from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
+from masseg_search.store.knobs import KNOB_FIELDS, Knobs
 
 SAM2_DEFAULT = (20.0, -10.0)
 MASSEG_BEST = (7.5, -4.0)
@@ -26,25 +29,37 @@ MASSEG_BEST = (7.5, -4.0)
 
 @dataclass
 class BestConfigs:
-    """Scene type -> (scale, bias), with a default for types without an entry."""
+    """Scene type -> configuration (Knobs; (scale, bias) pairs are accepted), with a default for types without one."""
 
-    types: dict[str, tuple[float, float]]
-    default: tuple[float, float] = SAM2_DEFAULT
+    types: dict[str, Knobs]
+    default: Knobs = Knobs(*SAM2_DEFAULT)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     study: str | None = None
     model_config: str | None = None
     checkpoint: str | None = None
 
-    def for_type(self, scene_type: str) -> tuple[float, float]:
+    def __post_init__(self) -> None:
+        self.types = {name: _as_knobs(config) for name, config in self.types.items()}
+        self.default = _as_knobs(self.default)
+
+    def for_type(self, scene_type: str) -> Knobs:
         """The configuration for ``scene_type`` (the default if the study had none)."""
         return self.types.get(scene_type, self.default)
 
 
-def _pair(entry: Any, where: str, path: Path) -> tuple[float, float]:
+def _as_knobs(config: Any) -> Knobs:
+    return config if isinstance(config, Knobs) else Knobs(*config)
+
+
+def _pair(entry: Any, where: str, path: Path) -> Knobs:
     try:
-        return float(entry["scale"]), float(entry["bias"])
-    except (TypeError, KeyError, ValueError):
-        raise MassegError(f"{where} needs numeric 'scale' and 'bias'", path, "write e.g. {scale: 7.5, bias: -4.0}") from None
+        knobs = {name: entry[name] for name in KNOB_FIELDS if entry.get(name) is not None}
+        return Knobs(float(entry["scale"]), float(entry["bias"]), **knobs)
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise MassegError(f"{where} needs numeric 'scale' and 'bias' (and numeric memory knobs, if any)", path,
+                          "write e.g. {scale: 7.5, bias: -4.0} or {scale: 7.5, bias: -4.0, memory_stride: 2}") from None
+    except MassegError as exc:
+        raise MassegError(f"{where}: {exc.message}", path, exc.fix) from None
 
 
 def load_best_configs(path: str | Path) -> BestConfigs:
@@ -67,10 +82,10 @@ def load_best_configs(path: str | Path) -> BestConfigs:
 def save_best_configs(path: str | Path, best: BestConfigs) -> None:
     """Write best_configs.yaml atomically."""
     types = {}
-    for name, (scale, bias) in best.types.items():
-        entry = {"scale": float(scale), "bias": float(bias)}
-        entry.update({k: v for k, v in best.details.get(name, {}).items() if k not in entry})
+    for name, knobs in best.types.items():
+        entry = knobs.as_dict()
+        entry.update({k: v for k, v in best.details.get(name, {}).items() if k not in entry and k not in KNOB_FIELDS})
         types[name] = entry
     data = {"study": best.study, "model_config": best.model_config, "checkpoint": best.checkpoint,
-            "default": {"scale": float(best.default[0]), "bias": float(best.default[1])}, "types": types}
+            "default": best.default.as_dict(), "types": types}
     atomic_write_bytes(Path(path), yaml.safe_dump(data, sort_keys=False).encode())

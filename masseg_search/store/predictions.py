@@ -8,7 +8,8 @@ Layout (what `infer` writes and `ensemble`/`tune-mss` read)::
     <predictions>/per_type/<video>/...                  infer --per-type: scale/bias null, object_configs per object
     <predictions>/<config_id>@<view>/<video>/...        infer --view NAME [--flip]: the same under another view
 
-``config_id`` is ``s<scale>_b<bias>`` with ``%g`` numbers (``s20_b-10``, ``s7.5_b-4``), and ``@<view>`` when the
+``config_id`` is ``s<scale>_b<bias>`` with ``%g`` numbers (``s20_b-10``, ``s7.5_b-4``), plus a short field per
+memory knob that is set (``s7.5_b-4_st2_mf4``, see :mod:`masseg_search.store.knobs`), and ``@<view>`` when the
 logits come from another *view* of the problem: another model (a second sweep trial's checkpoint) and/or the
 horizontally mirrored video (``infer --flip``, mirrored back). Views are what the ensemble fuses besides the
 configurations themselves; the view-less folders are the *base* view. Video-resolution masks
@@ -25,18 +26,18 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
 
 from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
+from masseg_search.store.knobs import Knobs, as_knobs, knobs_id, parse_knobs_id
 
 META_FILE = "meta.json"
 _VIEW = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _VIEW_NAME = re.compile(rf"^{_VIEW}$")
-_CONFIG_ID = re.compile(rf"^s(?P<scale>[-+0-9.eE]+)_b(?P<bias>[-+0-9.eE]+)(@(?P<view>{_VIEW}))?$")
 
 
 def check_view(view: str | None) -> str | None:
@@ -48,27 +49,40 @@ def check_view(view: str | None) -> str | None:
     return str(view)
 
 
-def config_id(scale: float, bias: float, view: str | None = None) -> str:
+def config_id(scale: float | Knobs, bias: float | None = None, view: str | None = None) -> str:
     """``s<scale>_b<bias>`` with ``%g`` numbers: (20, -10) -> ``s20_b-10``, (7.5, -4.0) -> ``s7.5_b-4``; with a
-    view, ``s20_b-10@flip``."""
-    base = f"s{float(scale):g}_b{float(bias):g}"
-    view = check_view(view)
-    return base if view is None else f"{base}@{view}"
+    view, ``s20_b-10@flip``. Given a :class:`Knobs` (``config_id(knobs, view=...)``), its knobs that are set add
+    their fields (``s7.5_b-4_st2_mf4``, see :mod:`masseg_search.store.knobs`)."""
+    knobs = scale if isinstance(scale, Knobs) else Knobs(scale, bias)
+    return knobs_id(knobs, check_view(view))
 
 
 def split_config_id(text: str) -> tuple[float, float, str | None]:
-    """(scale, bias, view or None) from a config id; a clear error for anything else."""
-    match = _CONFIG_ID.match(text)
-    if not match:
-        raise MassegError(f"{text!r} is not a config id",
-                          fix="use s<scale>_b<bias>[@<view>], e.g. s20_b-10, s7.5_b-4 or s7.5_b-4@flip")
-    return float(match["scale"]), float(match["bias"]), match["view"]
+    """(scale, bias, view or None) from a config id that sets no other knob; a clear error for anything else
+    (use :func:`split_knobs_id` where memory knobs may be set)."""
+    knobs, view = split_knobs_id(text)
+    if knobs.extras():
+        raise MassegError(f"{text!r} sets memory knobs {sorted(knobs.extras())}; only (scale, bias) is read here",
+                          fix="use a plain s<scale>_b<bias> id here")
+    return knobs.scale, knobs.bias, view
 
 
-def parse_config_id(text: str) -> tuple[float, float]:
-    """(scale, bias) from a config id (its view, if any, dropped); a clear error for anything else."""
-    scale, bias, _ = split_config_id(text)
-    return scale, bias
+def split_knobs_id(text: str) -> tuple[Knobs, str | None]:
+    """(Knobs, view or None) from any config id; a clear error for anything else."""
+    return parse_knobs_id(text)
+
+
+def parse_config_id(text: str) -> Knobs:
+    """The configuration (scale, bias and knobs) of a config id, its view dropped; a clear error for anything else."""
+    return parse_knobs_id(text)[0]
+
+
+def _is_config_id(name: str) -> bool:
+    try:
+        parse_knobs_id(name)
+    except MassegError:
+        return False
+    return True
 
 
 def view_folder(folder: str, view: str | None) -> str:
@@ -83,8 +97,8 @@ def config_view(text: str) -> str | None:
     return view if at else None
 
 
-def parse_config_list(text: str) -> list[tuple[float, float]]:
-    """``"20,-10;7.5,-4"`` -> [(20.0, -10.0), (7.5, -4.0)]; config ids are accepted too."""
+def parse_config_list(text: str) -> list[Knobs]:
+    """``"20,-10;7.5,-4"`` -> [Knobs(20, -10), Knobs(7.5, -4)]; config ids (with knobs) are accepted too."""
     pairs = []
     for item in filter(None, (part.strip() for part in text.split(";"))):
         if item.startswith("s") and "_b" in item:
@@ -95,7 +109,7 @@ def parse_config_list(text: str) -> list[tuple[float, float]]:
             scale, bias = (float(value) for value in numbers)
         except ValueError:
             raise MassegError(f"bad configuration {item!r}", fix='write "scale,bias;scale,bias", e.g. "20,-10;7.5,-4"') from None
-        pairs.append((scale, bias))
+        pairs.append(Knobs(scale, bias))
     if not pairs:
         raise MassegError("no configuration given", fix='write "scale,bias;scale,bias", e.g. "20,-10;7.5,-4"')
     return pairs
@@ -115,7 +129,8 @@ class VideoPrediction:
     object_scores: dict[int, np.ndarray] = field(default_factory=dict)  # id -> (T,) float32
     scale: float | None = None
     bias: float | None = None
-    object_configs: dict[int, tuple[float, float]] | None = None  # per-object (scale, bias) when they differ (per_type)
+    object_configs: dict[int, Knobs] | None = None  # per-object configuration when they differ (per_type)
+    knobs: dict[str, Any] | None = None  # the memory knobs set besides scale and bias (store.knobs), None = defaults
     view: str | None = None  # None = the base view; else the view name (another model and/or the mirrored video)
     flipped: bool = False  # tracked on the mirrored video (logits mirrored back)
 
@@ -130,10 +145,17 @@ class VideoPrediction:
             "first_frames": {str(k): v for k, v in self.first_frames.items()},
             "scale": self.scale,
             "bias": self.bias,
-            "object_configs": None if self.object_configs is None else {str(k): list(v) for k, v in self.object_configs.items()},
+            "object_configs": None if self.object_configs is None else {str(k): _config_entry(v) for k, v in self.object_configs.items()},
+            "knobs": self.knobs or None,
             "view": self.view,
             "flipped": self.flipped,
         }
+
+
+def _config_entry(config: Any) -> list[float] | dict[str, Any]:
+    """A per-object configuration in meta.json: [scale, bias] at default knobs (as before), else the knob mapping."""
+    knobs = as_knobs(config)
+    return [knobs.scale, knobs.bias] if not knobs.extras() else knobs.as_dict()
 
 
 def object_file(video_dir: Path, object_id: int) -> Path:
@@ -256,7 +278,8 @@ def load_video_prediction(video_dir: Path, object_ids: list[int] | None = None, 
         first_frames={int(k): int(v) for k, v in meta["first_frames"].items()},
         scale=meta.get("scale"),
         bias=meta.get("bias"),
-        object_configs=None if meta.get("object_configs") is None else {int(k): (float(v[0]), float(v[1])) for k, v in meta["object_configs"].items()},
+        object_configs=None if meta.get("object_configs") is None else {int(k): as_knobs(v) for k, v in meta["object_configs"].items()},
+        knobs=meta.get("knobs"),
         view=meta.get("view"),
         flipped=bool(meta.get("flipped", False)),
     )
@@ -278,7 +301,7 @@ def list_config_ids(predictions_root: Path) -> list[str]:
     root = Path(predictions_root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _CONFIG_ID.match(p.name))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_config_id(p.name))
 
 
 def upsample_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:

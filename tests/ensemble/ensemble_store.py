@@ -38,7 +38,7 @@ def write_store(predictions_root: Path, dataset_root: Path, videos: list[str], m
                 video=video, frame_names=names, height=gt.shape[1], width=gt.shape[2], object_ids=object_ids,
                 first_frames={i: 0 for i in object_ids}, logits=logits,
                 object_scores={i: np.ones(len(names), np.float32) for i in object_ids},
-                scale=store.parse_config_id(config)[0], bias=store.parse_config_id(config)[1],
+                scale=store.parse_config_id(config).scale, bias=store.parse_config_id(config).bias,
                 view=store.config_view(config))
             store.save_video_prediction(predictions_root / config / video, prediction)
     return predictions_root

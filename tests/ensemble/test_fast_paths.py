@@ -192,7 +192,7 @@ def test_video_masks_reusing_one_array_give_the_masks_of_fresh_ones(late: bool, 
             logits[ids[-1]][:] = -5.0
         store.save_video_prediction(tmp_path / config / video.name, store.VideoPrediction(
             video.name, names, 64, 64, ids, first_frames, logits, {i: np.ones(len(names), np.float32) for i in ids},
-            *store.parse_config_id(config)))
+            *store.parse_config_id(config).pair))
     rules = {i: FusionRule("mean", ("s20_b-10", "s7.5_b-4")) for i in ids}
     fresh = list(video_masks(fuse_video(tmp_path, video.name, rules), video, 64, 64))
     exact: set[str] = set()

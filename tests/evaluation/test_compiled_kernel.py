@@ -15,17 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import masseg_search.evaluation as evaluation_package
+import masseg_search.evaluation.kernels as evaluation_package
 from masseg_search.errors import MassegError
-from masseg_search.evaluation import compiled
-from masseg_search.evaluation.davis import (
-    FrameScorer,
-    _disk_rectangles,
-    boundary_radius,
-    score_frame_fast,
-    score_frame_plain,
-    score_video,
-)
+from masseg_search.evaluation import FrameScorer, score_video
+from masseg_search.evaluation.kernels import compiled, score_frame_fast
+from masseg_search.evaluation.kernels.disk import disk_rectangles as _disk_rectangles
+from masseg_search.evaluation.metric import boundary_radius, score_frame_plain
 from tests.evaluation.test_davis_metric import brute_force_counts, scattered_frame
 
 needs_kernel = pytest.mark.skipif(compiled.kernel is None, reason="compiled kernel not built (test_compiled_kernel_is_built says why)")
@@ -211,7 +206,7 @@ def test_loader_refuses_stale_builds(monkeypatch: pytest.MonkeyPatch, tmp_path) 
     assert "another version of _jf_kernel.c" in compiled.stale_reason(fake_kernel(compiled.KERNEL_VERSION, "0" * 64), source)
     assert "version 0" in compiled.stale_reason(fake_kernel(0), source)
     stale = fake_kernel(compiled.KERNEL_VERSION + 1)
-    monkeypatch.setitem(sys.modules, "masseg_search.evaluation._jf_kernel", stale)
+    monkeypatch.setitem(sys.modules, "masseg_search.evaluation.kernels._jf_kernel", stale)
     monkeypatch.setattr(evaluation_package, "_jf_kernel", stale, raising=False)
     with pytest.warns(RuntimeWarning, match=r"stale .*rerun `bash scripts/bootstrap`"):
         assert compiled.load_kernel() is None
@@ -219,7 +214,7 @@ def test_loader_refuses_stale_builds(monkeypatch: pytest.MonkeyPatch, tmp_path) 
 
 def test_loader_falls_back_quietly_without_a_build(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv(compiled.ENVIRONMENT_SWITCH, raising=False)
-    monkeypatch.setitem(sys.modules, "masseg_search.evaluation._jf_kernel", None)  # import fails as if never built
+    monkeypatch.setitem(sys.modules, "masseg_search.evaluation.kernels._jf_kernel", None)  # import fails as if never built
     monkeypatch.delattr(evaluation_package, "_jf_kernel", raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -11,29 +11,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.davis import (
-    FrameScorer,
-    Workspace,
-    _bit_program,
-    _footprint_plan,
-    _object_boxes_and_check,
-    _runs,
-    boundary_f,
-    boundary_map_fast,
-    boundary_radius,
-    davis_statistics,
-    disk_footprint,
-    first_frame_object_ids,
-    nonzero_ids,
-    object_boxes_tight,
-    score_frame_fast,
-    score_frame_plain,
-    score_video,
-    seg2bmap,
-)
-from masseg_search.evaluation import compiled
-from masseg_search.evaluation import packed as packed_kernel
-from masseg_search.evaluation.packed import dilate_packed, object_counts
+from masseg_search.evaluation import FrameScorer, first_frame_object_ids, score_video
+from masseg_search.evaluation.kernels import compiled, score_frame_fast
+from masseg_search.evaluation.kernels import packed as packed_kernel
+from masseg_search.evaluation.kernels.boxes import Workspace, _runs, object_boxes_tight
+from masseg_search.evaluation.kernels.boxes import object_boxes_and_check as _object_boxes_and_check
+from masseg_search.evaluation.kernels.crop import boundary_f, boundary_map_fast
+from masseg_search.evaluation.kernels.disk import footprint_plan as _footprint_plan
+from masseg_search.evaluation.kernels.packed import dilate_packed, object_counts
+from masseg_search.evaluation.kernels.packed import disk_program as _bit_program
+from masseg_search.evaluation.metric import boundary_radius, davis_statistics, disk_footprint, nonzero_ids, score_frame_plain, seg2bmap
 
 # the fast path's kernels: the compiled one where it is built (test_compiled_kernel.py fails when it is not)
 KERNEL_MATCHERS = ["bits"] + (["compiled"] if compiled.kernel is not None else [])

@@ -13,14 +13,10 @@ from PIL import Image
 from masseg_search.cli import main
 from masseg_search.data.layout import list_files, open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.davis import score_video
-from masseg_search.evaluation.evaluate import (
-    DAVIS_GLOBAL_COLUMNS,
-    DAVIS_OBJECT_COLUMNS,
-    evaluate_predictions,
-    jf_by_object,
-)
-from masseg_search.evaluation.mosev2 import GLOBAL_COLUMNS as MOSEV2_GLOBAL_COLUMNS
+from masseg_search.evaluation import evaluate_predictions, jf_by_object, score_video
+from masseg_search.evaluation.protocols.davis import GLOBAL_COLUMNS as DAVIS_GLOBAL_COLUMNS
+from masseg_search.evaluation.protocols.davis import OBJECT_COLUMNS as DAVIS_OBJECT_COLUMNS
+from masseg_search.evaluation.protocols.mosev2 import GLOBAL_COLUMNS as MOSEV2_GLOBAL_COLUMNS
 
 FRAMES, HEIGHT, WIDTH = 6, 24, 32
 
@@ -57,7 +53,7 @@ def test_tables_match_in_memory_scores_and_csvs(gt_and_pred, tmp_path: Path) -> 
     gt_root, pred_root, arrays = gt_and_pred
     result = evaluate_predictions(gt_root, pred_root, progress=False)
     assert list(result.global_table.columns) == DAVIS_GLOBAL_COLUMNS
-    assert list(result.per_object.columns) == ["Sequence", *DAVIS_OBJECT_COLUMNS, "video", "object_id"]
+    assert list(result.per_object.columns) == ["Sequence", *DAVIS_OBJECT_COLUMNS, "video", "object_id", "in_first_frame"]
     assert result.per_object["Sequence"].tolist() == ["vid_a_1", "vid_a_2", "vid_b_1", "vid_b_2"]
     in_memory = score_video(*arrays["vid_b"], video="vid_b")
     frames = result.per_frame[result.per_frame["video"] == "vid_b"]
@@ -105,7 +101,7 @@ def test_plain_method_gives_identical_tables(gt_and_pred) -> None:
 
 def test_compiled_and_python_kernels_give_identical_tables(gt_and_pred, monkeypatch: pytest.MonkeyPatch) -> None:
     """The evaluator's tables do not depend on which kernel the fast path runs, with one process or two."""
-    from masseg_search.evaluation import compiled
+    from masseg_search.evaluation.kernels import compiled
 
     gt_root, pred_root, _ = gt_and_pred
     default = evaluate_predictions(gt_root, pred_root, progress=False)
@@ -251,4 +247,4 @@ def test_write_records_what_was_scored(gt_and_pred, tmp_path: Path) -> None:
     out = evaluate_predictions(gt_root, pred_root, progress=False).write(tmp_path / "out")
     sources = json.loads((out / "evaluation.json").read_text())
     assert sources == {"gt_root": str(gt_root.resolve()), "pred_root": str(pred_root.resolve()), "split_list": None,
-                       "protocol": "davis"}
+                       "protocol": "davis", "objects": "official", "meta": None}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from masseg_search.evaluation.mosev2 import MoseV2FrameScorer, _segment_means, global_row, object_rows
-from masseg_search.evaluation.davis import score_video
+from masseg_search.evaluation import score_video
+from masseg_search.evaluation.protocols.mosev2 import MoseV2FrameScorer, _segment_means, global_row, object_rows
 
 from tests.evaluation.test_davis_metric import frame_pairs
 

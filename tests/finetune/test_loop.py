@@ -38,7 +38,7 @@ def test_run_validates_every_epoch_and_writes_sam2_checkpoints(two_epoch_run) ->
         assert 0.0 <= record.val_jf <= 1.0 and record.val_objects > 0
         assert record.steps == 3 * record.epoch and record.iterations_per_second > 0
         assert 0 < record.train_cpu_seconds < 10 * record.train_seconds  # one torch thread (conftest): CPU ~ wall
-        assert set(record.loss_terms) == {"loss_mask", "loss_dice", "loss_iou", "loss_class", "loss_sim"}
+        assert set(record.loss_terms) == {"loss_mask", "loss_dice", "loss_iou", "loss_class", "loss_sim", "sim_anchors"}
     state = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
     assert {"model", "optimizer", "epoch", "steps", "loss", "best_meter_values"} <= set(state)
     assert state["epoch"] == 2 and state["steps"] == 6
@@ -155,3 +155,27 @@ def test_optimizer_decays_lr_down_the_trunk_and_spares_biases() -> None:
     assert group_of[id(named["image_encoder.trunk.pos_embed"])]["lr"] == pytest.approx(5e-4)
     assert group_of[id(named["sam_mask_decoder.iou_token.weight"])]["weight_decay"] == 0.1
     assert all(group_of[id(p)]["weight_decay"] == 0.0 for n, p in named.items() if n.endswith(".bias"))
+
+
+def test_validation_never_scores_void_as_an_object(tiny_dataset, tiny_checkpoint, tmp_path) -> None:
+    """A first frame with a void (255) band: validation tracks and scores its real objects only."""
+    import shutil
+
+    from masseg_search.data.layout import VOID_ID, open_dataset, read_mask, write_mask
+    from masseg_search.finetune.loop import Validator
+    from masseg_search.model.build import read_checkpoint
+
+    root = tmp_path / "void"
+    shutil.copytree(tiny_dataset, root)
+    config = tiny_config(root, tiny_checkpoint)
+    dataset = open_dataset(root, split=config.data.val_split)
+    video = dataset.video(dataset.video_names[0])
+    first_path = video.annotation_paths()[0]
+    first = read_mask(first_path)
+    first[:4] = VOID_ID
+    write_mask(first_path, first)
+    validator = Validator(config, "cpu")
+    rows = validator.object_scores(read_checkpoint(tiny_checkpoint)["model"])
+    scored = {row.object_id for row in rows if row.video == video.name}
+    assert VOID_ID not in scored
+    assert scored == {int(i) for i in np.unique(first) if 0 < i < VOID_ID}

@@ -1,5 +1,6 @@
-"""The weighted loss: every term responds to its weight, CE vs focal is a real choice, and the Sim term rewards
-memory that keeps object identities apart."""
+"""The weighted loss: every term responds to its weight, CE vs focal is a real choice, and the Sim term (features
+after memory attention against each object's memory, InfoNCE within a clip) has the value, the reach and the weight
+it should."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,14 @@ import pytest
 import torch
 
 from masseg_search.config import LossWeights, TrainSection
-from masseg_search.finetune.loss import CORE_LOSS_KEY, WeightedVOSLoss, memory_similarity_loss
+from masseg_search.finetune.loss import (
+    CORE_LOSS_KEY,
+    QUERY_FEATURES_KEY,
+    SIM_ANCHORS_KEY,
+    WeightedVOSLoss,
+    memory_cross_attention,
+    query_memory_similarity_loss,
+)
 
 TERM_OF_WEIGHT = {"ce": "loss_mask", "dice": "loss_dice", "iou": "loss_iou", "class_": "loss_class", "sim": "loss_sim"}
 
@@ -33,7 +41,8 @@ def model_and_batch(tiny_dataset, tiny_checkpoint):
 
 def _terms(model, batch, weights: LossWeights) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)  # dropout: the same forward for every weight setting
-    return WeightedVOSLoss(weights)(model(batch), batch.masks)
+    loss = WeightedVOSLoss(weights, memory_cross_attention(model))
+    return loss(model(batch), batch.masks, object_clips=batch.obj_to_frame_idx[0, :, 1])
 
 
 def test_core_loss_is_the_weighted_sum_of_the_terms(model_and_batch) -> None:
@@ -79,32 +88,137 @@ def test_ce_kind_switches_between_focal_and_plain_cross_entropy(model_and_batch)
     assert float(plain) > float(focal) > 0  # focal down-weights easy pixels and scales by alpha
 
 
-def _features(vectors: list[list[float]], masks: torch.Tensor) -> torch.Tensor:
-    """Memory features whose every pixel of row o is vector o (so pooling recovers it exactly)."""
-    tensor = torch.tensor(vectors, dtype=torch.float32)[:, :, None, None]
-    return tensor.expand(-1, -1, masks.shape[-2] // 4, masks.shape[-1] // 4).clone()
+def test_sim_weight_adds_exactly_its_term_to_the_total(model_and_batch) -> None:
+    model, batch = model_and_batch
+    off = _terms(model, batch, LossWeights(sim=0.0))
+    on = _terms(model, batch, LossWeights(sim=0.7))
+    term = on["loss_sim"].detach()
+    assert float(term) > 0 and float(on[SIM_ANCHORS_KEY]) > 0
+    assert torch.equal(off["loss_sim"].detach(), term)  # computed (and logged) at weight 0 too
+    # bit for bit: the rest of the total is the same forward, and Sim enters as weight * term
+    assert torch.equal(on[CORE_LOSS_KEY].detach(), off[CORE_LOSS_KEY].detach() + 0.7 * term)
 
 
-def test_sim_is_low_when_memory_keeps_identities_and_high_when_they_swap() -> None:
-    masks = torch.zeros(3, 2, 16, 16, dtype=torch.bool)  # (T, O, H, W)
+def test_sim_gradient_reaches_memory_attention_and_the_memory_encoder(model_and_batch) -> None:
+    model, batch = model_and_batch
+    model.zero_grad()
+    only_sim = LossWeights(ce=0, dice=0, sim=1.0, iou=0, **{"class": 0})
+    _terms(model, batch, only_sim)[CORE_LOSS_KEY].backward()
+    reached = {name for name, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)}
+    model.zero_grad()
+    # the query side: every memory-attention layer (not only the projections Sim compares in)
+    assert {"memory_attention.layers.0.self_attn.q_proj.weight", "memory_attention.layers.0.linear1.weight",
+            "memory_attention.layers.1.cross_attn_image.q_proj.weight",
+            "memory_attention.layers.1.cross_attn_image.k_proj.weight"} <= reached
+    # the memory side: the memory encoder that wrote frame 0's memory
+    assert {"memory_encoder.pix_feat_proj.weight", "memory_encoder.out_proj.weight"} <= reached
+
+
+def test_query_features_are_what_the_mask_decoder_reads_and_change_nothing_else(model_and_batch) -> None:
+    from hydra.utils import instantiate
+
+    from masseg_search.finetune.loop import training_overrides
+    from masseg_search.model.build import compose_model_config
+
+    model, batch = model_and_batch
+    read_by_decoder: list[torch.Tensor] = []
+    decoder = model._forward_sam_heads
+
+    def recording(backbone_features, *args, **kwargs):
+        read_by_decoder.append(backbone_features)
+        return decoder(backbone_features, *args, **kwargs)
+
+    model._forward_sam_heads = recording
+    try:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outputs = model(batch)
+    finally:
+        del model._forward_sam_heads
+    assert outputs[0][QUERY_FEATURES_KEY] is None  # the conditioning frame attends to no memory
+    assert len(read_by_decoder) == 4  # frame 0 too: sam2 runs the heads on the mask prompt for its object pointer
+    assert [out[QUERY_FEATURES_KEY] is features for out, features in zip(outputs[1:], read_by_decoder[1:])] == [True] * 3
+    # plain SAM2Train with the same weights and the same dropout draws gives the same masks
+    overrides = [o if "_target_" not in o else "++model._target_=training.model.sam2.SAM2Train"
+                 for o in training_overrides(TrainSection())]
+    plain = instantiate(compose_model_config("tiny64", overrides).model, _recursive_=True)
+    plain.load_state_dict(model.state_dict())
+    plain.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        plain_outputs = plain(batch)
+    for ours, theirs in zip(outputs, plain_outputs):
+        assert torch.equal(ours["pred_masks_high_res"], theirs["pred_masks_high_res"])
+        assert QUERY_FEATURES_KEY not in theirs
+
+
+def _identity_attention(swap_keys: bool = False) -> torch.nn.Module:
+    """sam2's Attention on 2-d features with identity q/k projections (k swaps the two axes if asked)."""
+    from sam2.modeling.sam.transformer import Attention
+
+    attention = Attention(embedding_dim=2, num_heads=1, kv_in_dim=2)
+    with torch.no_grad():
+        for projection in (attention.q_proj, attention.k_proj):
+            projection.weight.copy_(torch.eye(2))
+            projection.bias.zero_()
+        if swap_keys:
+            attention.k_proj.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    return attention
+
+
+def _feature_map(vectors: list[list[float]], size: int = 4) -> torch.Tensor:
+    """A (O, C, size, size) map whose every pixel of row o is vector o (so pooling recovers it exactly)."""
+    return torch.tensor(vectors, dtype=torch.float32)[:, :, None, None].expand(-1, -1, size, size).clone()
+
+
+def _outputs(memory: list[list[float]], queries: list[list[list[float]]]) -> list[dict]:
+    """Frame 0: memory only (a conditioning frame); frames 1..: query features (memory-encoder output unused)."""
+    frame0 = {"maskmem_features": _feature_map(memory), QUERY_FEATURES_KEY: None}
+    return [frame0] + [{"maskmem_features": _feature_map(memory), QUERY_FEATURES_KEY: _feature_map(q)} for q in queries]
+
+
+def test_query_memory_infonce_on_a_hand_made_case() -> None:
+    # objects A, B in clip 0 (top / bottom halves), C alone in clip 1 with the same memory as A
+    masks = torch.zeros(2, 3, 16, 16, dtype=torch.bool)
     masks[:, 0, :8] = True
     masks[:, 1, 8:] = True
-    apart = [[1.0, 0.0], [0.0, 1.0]]
-    swapped = [[0.0, 1.0], [1.0, 0.0]]
-    kept = [{"maskmem_features": _features(apart, masks[t])} for t in range(3)]
-    confused = [{"maskmem_features": _features(apart if t == 0 else swapped, masks[t])} for t in range(3)]
-    low, high = memory_similarity_loss(kept, masks), memory_similarity_loss(confused, masks)
-    assert float(low) < 1e-3
-    assert float(high) == pytest.approx(10.0, abs=1e-3)  # cos 1 vs 0 at tau 0.1: -log softmax = 10
+    masks[:, 2] = True
+    clips = torch.tensor([0, 0, 1])
+    outputs = _outputs(memory=[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]],
+                       queries=[[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]])  # A right, B leaning to A, C anything
+    loss, anchors = query_memory_similarity_loss(outputs, masks, clips, _identity_attention())
+    # A: cos 1 with itself, 0 with B -> log(1 + e^-10); B: cos 0.8 with itself, 0.6 with A -> log(1 + e^-2);
+    # C has no other object in its clip: no anchor, and never a negative for A (its memory equals A's)
+    expected = (math.log1p(math.exp(-10.0)) + math.log1p(math.exp(-2.0))) / 2
+    assert anchors == 2
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    # the memory is compared after the attention's key projection: swapping its axes swaps which memory B matches
+    swapped, _ = query_memory_similarity_loss(outputs, masks, clips, _identity_attention(swap_keys=True))
+    assert float(swapped.detach()) == pytest.approx((math.log1p(math.exp(10.0)) + math.log1p(math.exp(2.0))) / 2, rel=1e-5)
 
 
-def test_sim_ignores_absent_objects_and_single_object_clips() -> None:
-    masks = torch.zeros(2, 2, 16, 16, dtype=torch.bool)
+def test_query_memory_skips_absent_objects_and_gives_zero_without_negatives() -> None:
+    masks = torch.zeros(3, 2, 16, 16, dtype=torch.bool)
     masks[:, 0, :8] = True
-    masks[0, 1, 8:] = True  # object 2 leaves at frame 1
-    outputs = [{"maskmem_features": _features([[1.0, 0.0], [1.0, 0.0]], masks[t])} for t in range(2)]
-    # at frame 1 only object 1 is a query; it still contrasts against object 2's memory (identical: log 2)
-    assert float(memory_similarity_loss(outputs, masks)) == pytest.approx(math.log(2), abs=1e-4)
-    single = [{"maskmem_features": _features([[1.0, 0.0]], masks[t, :1])} for t in range(2)]
-    value = memory_similarity_loss(single, masks[:, :1])
-    assert float(value) == 0.0
+    masks[:2, 1, 8:] = True  # B leaves at frame 2
+    outputs = _outputs(memory=[[1.0, 0.0], [0.0, 1.0]], queries=[[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [5.0, 5.0]]])
+    loss, anchors = query_memory_similarity_loss(outputs, masks, torch.tensor([0, 0]), _identity_attention())
+    # frame 1: A right (log(1+e^-10)), B swapped (log(1+e^10)); frame 2: A swapped, B absent (its query unused)
+    expected = (math.log1p(math.exp(-10.0)) + 2 * math.log1p(math.exp(10.0))) / 3
+    assert anchors == 3 and float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    # one object per clip (or two clips of one object each): nothing to contrast, Sim is 0 and says so
+    for clips, objects in ((torch.tensor([0]), 1), (torch.tensor([0, 1]), 2)):
+        memory = torch.nn.Parameter(_feature_map([[1.0, 0.0], [0.0, 1.0]][:objects]))
+        single = [{"maskmem_features": memory, QUERY_FEATURES_KEY: None},
+                  {"maskmem_features": memory, QUERY_FEATURES_KEY: _feature_map([[1.0, 0.0]] * objects)}]
+        loss, anchors = query_memory_similarity_loss(single, masks[:2, :objects], clips, _identity_attention())
+        assert anchors == 0 and str(float(loss.detach())) == "0.0"  # 0.0, not -0.0
+        loss.backward()  # still in the graph: a zero gradient, not an error
+        assert memory.grad is not None and float(memory.grad.abs().sum()) == 0.0
+
+
+def test_sim_names_the_model_class_it_needs() -> None:
+    masks = torch.ones(2, 2, 8, 8, dtype=torch.bool)
+    plain_outputs = [{"maskmem_features": _feature_map([[1.0, 0.0], [0.0, 1.0]])}] * 2  # plain SAM2Train's outputs
+    with pytest.raises(ValueError, match="SAM2TrainWithQueryFeatures"):
+        query_memory_similarity_loss(plain_outputs, masks, torch.tensor([0, 0]), _identity_attention())

@@ -124,7 +124,7 @@ def test_per_type_gives_each_object_its_type_configuration(tiny_dataset, tiny_ch
     for row in rows:
         merged = load_video_prediction(out / PER_TYPE_ID / row["video"])
         expected = (7.5, -4.0) if row["scene_type"] == "small" else (20.0, -10.0)
-        assert merged.object_configs[row["object_id"]] == expected
+        assert merged.object_configs[row["object_id"]].pair == expected
         if row["scene_type"] == "regular":  # these objects also ran under the shared 20,-10: the same logits
             shared = load_video_prediction(out / "s20_b-10" / row["video"])
             np.testing.assert_array_equal(merged.logits[row["object_id"]], shared.logits[row["object_id"]])
@@ -205,7 +205,8 @@ def test_views_store_other_checkpoints_and_the_mirror_beside_the_base(engine_vid
     assert any(not np.array_equal(base.logits[i], trial2.logits[i]) for i in base.object_ids)
     assert any(not np.array_equal(base.logits[i], mirrored.logits[i]) for i in base.object_ids)
     per_type = load_video_prediction(out / "per_type@flip" / "v0")
-    assert per_type.object_configs == {i: (7.5, -4.0) for i in per_type.object_ids} and per_type.view == "flip"
+    assert {i: c.pair for i, c in per_type.object_configs.items()} == {i: (7.5, -4.0) for i in per_type.object_ids}
+    assert per_type.view == "flip"
     records = {p.name: json.loads(p.read_text()) for p in out.glob("infer_run*.json")}
     assert set(records) == {"infer_run.json", "infer_run@trial2.json", "infer_run@flip.json"}
     assert records["infer_run@trial2.json"]["checkpoint"] == str(other.resolve())

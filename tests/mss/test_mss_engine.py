@@ -13,7 +13,7 @@ from masseg_search.cluster import start_local_ray
 from masseg_search.config import load_config
 from masseg_search.data.layout import open_dataset
 from masseg_search.errors import MassegError
-from masseg_search.evaluation.davis import score_video
+from masseg_search.evaluation import score_video
 from masseg_search.mss.passes import EnginePassWorker, LocalPassScorer, RayPassScorer, load_ground_truth
 from masseg_search.mss.tune import tune_mss
 from masseg_search.store.best_configs import load_best_configs

@@ -12,7 +12,7 @@ from PIL import Image
 
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
 from masseg_search.ensemble import FusionPlan, RuleSpec, save_plan
-from masseg_search.evaluation.evaluate import evaluate_predictions
+from masseg_search.evaluation import evaluate_predictions
 from masseg_search.finetune.sweep import ResultsTable
 from masseg_search.mss.holdout import HoldoutResult, summarize
 from masseg_search.mss.outputs import per_type_table

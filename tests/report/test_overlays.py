@@ -44,7 +44,7 @@ def test_frame_scores_perfect_shifted_and_empty() -> None:
 
 
 def test_frame_scores_match_the_evaluator(tmp_path: Path, tiny_dataset: Path, val_video: str, shifted_prediction) -> None:
-    from masseg_search.evaluation.evaluate import evaluate_predictions
+    from masseg_search.evaluation import evaluate_predictions
 
     prediction = shifted_prediction(tiny_dataset, tmp_path / "pred", 2, [val_video])
     video = open_dataset(tiny_dataset).video(val_video)

@@ -1,6 +1,6 @@
 /*
  * _jf_kernel: the DAVIS J&F pixel counts of every object of one frame in one call (the compiled fast path of
- * masseg_search.evaluation.davis; the pure-Python packed-bit path in packed.py computes the same counts).
+ * masseg_search.evaluation.kernels; the pure-Python packed-bit kernel in packed.py computes the same counts).
  *
  * frame_counts(gt, pred, object_ids, half_widths, half_heights) -> (counts, unknown)
  *
@@ -402,7 +402,7 @@ static Py_ssize_t read_sizes(PyObject *obj, const char *name, int reverse, Py_ss
     return count;
 }
 
-/* The disk from _footprint_plan's order (widest first) into the kernel's (narrowest first), checked. */
+/* The disk from disk_rectangles' order (widest first) into the kernel's (narrowest first), checked. */
 static int read_disk(PyObject *widths_obj, PyObject *heights_obj, Disk *disk)
 {
     disk->half_widths = disk->half_heights = NULL;

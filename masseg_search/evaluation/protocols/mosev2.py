@@ -1,6 +1,6 @@
 """The MOSEv2 protocol (``--protocol mosev2``), as henghuiding/MOSE-api ``MOSEv2/sam2_rcms/tools`` scores it.
 
-Same frames (first and last dropped) and objects as DAVIS; per frame and object:
+Same frames as DAVIS (first and last dropped); objects below; per frame and object:
 
 - J is smoothed: ``(I + 1) / (U + 1)`` (1 when both masks are empty).
 - F (``F``) dilates both boundaries by a disk of radius ``ceil(0.008 * diagonal)`` when the size-adaptive radius
@@ -16,23 +16,26 @@ disappearance) give Disappear-J/F_dot and Reappear-J/F_dot as means of segment m
 ``J&F_dot-Mean = (J-Mean + F_dot-Mean) / 2``, ``J&F-Mean = (J-Mean + F-Mean) / 2``, and the disappearance /
 reappearance J&Ḟ over the objects that have such segments. Values are fractions at full precision (the official
 script prints percentages rounded to 2 decimals).
+
+Objects: the official scorer takes each video's object list from ``meta.json`` (``evaluate --meta``; without it
+the same object sets as DAVIS, see :mod:`masseg_search.evaluation.metric`); a video
+without a prediction folder gets J = F = Ḟ = 0 for each of its objects and no disappearance / reappearance values
+(``--allow-missing``; without it a missing video is an error).
 """
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from masseg_search.evaluation.davis import (
-    BOUNDARY_THRESHOLD,
-    VideoScores,
-    Workspace,
-    boundary_f,
-    boundary_f_plain,
-    object_frames,
-    object_frames_plain,
-)
+from masseg_search.evaluation.kernels import Workspace
+from masseg_search.evaluation.kernels.crop import boundary_f, object_frames
+from masseg_search.evaluation.metric import BOUNDARY_THRESHOLD, boundary_f_plain, check_prediction_ids, object_frames_plain
+from masseg_search.evaluation.protocols.base import ScoringProtocol
+from masseg_search.evaluation.scores import VideoScores
 
 ADAPTIVE_THRESHOLD = 0.1
 OBJECT_COLUMNS = [
@@ -47,7 +50,6 @@ OBJECT_COLUMNS = [
     "Reappear-F_dot",
 ]
 GLOBAL_COLUMNS = ["J&F_dot-Mean", "J-Mean", "F_dot-Mean", "F-Mean", "J&F-Mean", "Disappear-J&F_dot", "Reappear-J&F_dot"]
-FRAME_COLUMNS = ["J", "F_dot", "F", "gt_empty"]
 
 
 class MoseV2FrameScorer:
@@ -71,8 +73,14 @@ class MoseV2FrameScorer:
             radius = np.ceil(ADAPTIVE_THRESHOLD * self.diagonal)
         return min(self.diagonal_radius, radius)
 
-    def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        """Score one frame, appending (J, F_dot, F, gt_empty) per object."""
+    def add(self, gt: np.ndarray, pred: np.ndarray, check_ids: bool = False, where: str | Path | None = None) -> None:
+        """Score one frame, appending (J, F_dot, F, gt_empty) per object.
+
+        ``check_ids``: first raise as :func:`check_prediction_ids` does (naming ``where``) when ``pred`` holds an id
+        that is not an object (a pass of its own: the crops do not see it).
+        """
+        if check_ids:
+            check_prediction_ids(pred, self.object_ids, where)
         if self.method == "fast":
             measured_objects = object_frames(gt, pred, self.object_ids, self.workspace)
         else:
@@ -132,7 +140,10 @@ def object_rows(scores: VideoScores) -> list[dict]:
     for row, object_id in enumerate(scores.object_ids):
         j, f_dot, f, empty = scores.j[row], scores.f_dot[row], scores.f[row], scores.gt_empty[row]
         j_mean, f_dot_mean, f_mean = float(j.mean()), float(f_dot.mean()), float(f.mean())
-        disappear_j, disappear_f, reappear_j, reappear_f = _segment_means(j, f_dot, empty)
+        if scores.prediction_missing:  # the official scorer gives such a video no segment values
+            disappear_j = disappear_f = reappear_j = reappear_f = float("nan")
+        else:
+            disappear_j, disappear_f, reappear_j, reappear_f = _segment_means(j, f_dot, empty)
         rows.append(
             {
                 "Sequence": f"{scores.video}_{object_id}",
@@ -173,3 +184,27 @@ def global_row(per_object: pd.DataFrame) -> dict:
         "Disappear-J&F_dot": disappear,
         "Reappear-J&F_dot": reappear,
     }
+
+
+def object_jf(per_object: pd.DataFrame) -> np.ndarray:
+    """Each object's J&Ḟ."""
+    return per_object["J&F_dot-Mean"].to_numpy(dtype=np.float64)
+
+
+def missing_prediction(scores: VideoScores) -> VideoScores:
+    """A missing prediction video scores J = F = Ḟ = 0 on every frame of every object, as the official scorer gives
+    it (``gt_empty`` stays the ground truth's)."""
+    zeros = np.zeros_like(scores.j)
+    return dataclasses.replace(scores, j=zeros, f=zeros.copy(), f_dot=zeros.copy(), prediction_missing=True)
+
+
+MOSEV2 = ScoringProtocol(
+    name="mosev2",
+    frame_scorer=MoseV2FrameScorer,
+    object_rows=object_rows,
+    global_row=global_row,
+    object_jf=object_jf,
+    object_columns=OBJECT_COLUMNS,
+    frame_columns=(("J", "j"), ("F", "f"), ("F_dot", "f_dot"), ("gt_empty", "gt_empty")),
+    missing_prediction=missing_prediction,
+)

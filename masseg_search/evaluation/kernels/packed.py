@@ -1,4 +1,4 @@
-"""The pure-Python packed-bit kernel of the DAVIS fast path: one object's J and F counts from Python ints of bits.
+"""The pure-Python packed-bit kernel of the DAVIS fast path: J and F counts, object by object, from ints of bits.
 
 The compiled kernel (``_jf_kernel.c``) computes the same six counts for a whole frame in one call and is used
 where it is built; this module is the fallback (no C compiler at install time, a stale build, or
@@ -13,10 +13,16 @@ limbs, well ahead of CPython's 30-bit digits), or plain ints where gmpy2 is miss
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from masseg_search.evaluation.kernels.boxes import Workspace, object_boxes_and_check
+from masseg_search.evaluation.kernels.disk import disk_rectangles
+from masseg_search.evaluation.metric import check_prediction_ids, f_measure_from_counts, jaccard_from_counts
 
 try:
     from gmpy2 import mpz as _big_int
@@ -50,7 +56,7 @@ def doubling_shifts(start: int, target: int) -> tuple[int, ...]:
 
 def bit_program(half_widths: Sequence[int], half_heights: Sequence[int]) -> BitProgram:
     """The dilation program of the disk that is the union of the centred rectangles ``(2w+1) x (2h+1)`` given widest
-    (shortest) first, as :func:`masseg_search.evaluation.davis._footprint_plan` lists them."""
+    (shortest) first, as :func:`masseg_search.evaluation.kernels.disk.disk_rectangles` lists them."""
     widths = [int(w) for w in half_widths][::-1]  # narrowest (tallest) first
     heights = [int(h) for h in half_heights][::-1]
     horizontal, run = [], 1
@@ -61,6 +67,14 @@ def bit_program(half_widths: Sequence[int], half_heights: Sequence[int]) -> BitP
     steps = [heights[i - 1] - heights[i] for i in range(1, len(heights))] + [heights[-1]]
     vertical = tuple((doubling_shifts(1, 2 * step + 1), step) for step in steps)
     return BitProgram(max(widths[-1], 1), heights[0], tuple(widths), tuple(horizontal), vertical)
+
+
+@functools.lru_cache(maxsize=64)
+def disk_program(radius: float) -> BitProgram | None:
+    """The dilation program for a disk of ``radius``; None when the disk is not a union of centred rectangles
+    (MOSEv2's off-centre disks of non-integer radius)."""
+    rectangles = disk_rectangles(radius)
+    return None if rectangles is None else bit_program(*rectangles)
 
 
 def dilate_packed(bits: int, stride: int, program: BitProgram) -> int:
@@ -158,3 +172,32 @@ def object_counts(
     pred_matched = (dilated & pred_boundary).bit_count()
     gt_matched = ((dilated >> shift) & boundary).bit_count()
     return intersection, union, pred_count, gt_count, pred_matched, gt_matched
+
+
+def score_frame(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    object_ids: Sequence[int],
+    program: BitProgram,
+    workspace: Workspace,
+    check_ids: bool,
+    where: str | Path | None,
+) -> tuple[list[float], list[float]]:
+    """(J per object, F per object) of one frame: one box pass (which also finds unknown predicted ids), then each
+    object's counts (:func:`object_counts`)."""
+    boxes, unknown = object_boxes_and_check(gt, pred, object_ids, workspace)
+    if check_ids and unknown:
+        check_prediction_ids(pred, object_ids, where)
+        raise RuntimeError("the box pass found a predicted id that is no object, check_prediction_ids did not")
+    j_values, f_values = [], []
+    for object_id, box in zip(object_ids, boxes):
+        if box is None:  # in neither mask
+            j_values.append(1.0)
+            f_values.append(1.0)
+            continue
+        intersection, union, pred_count, gt_count, pred_matched, gt_matched = object_counts(
+            gt, pred, object_id, box, program, workspace.zeroed
+        )
+        j_values.append(jaccard_from_counts(intersection, union))
+        f_values.append(f_measure_from_counts(pred_count, gt_count, pred_matched, gt_matched))
+    return j_values, f_values
