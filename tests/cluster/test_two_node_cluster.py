@@ -103,15 +103,16 @@ def test_infer_on_the_cluster_writes_the_same_files_as_a_local_run(two_nodes, ti
 
 
 def _killer(out: Path, stop: threading.Event, killed: list[int], inodes: dict[str, int]) -> None:
-    """Once a video is complete, SIGKILL one worker process that is running a video; meanwhile note the inode of
-    every meta.json as it appears (a video redone later would get a new one)."""
+    """SIGKILL the first worker process seen running a video (its first: building the model, then tracking), while
+    the other worker goes on; meanwhile note the inode of every meta.json as it appears (a video redone after it
+    was complete would get a new one)."""
     while not stop.is_set():
         for meta in out.glob("s20_b-10/*/meta.json"):
             try:
                 inodes.setdefault(meta.parent.name, meta.stat().st_ino)
             except FileNotFoundError:
                 pass
-        if inodes and not killed:
+        if not killed:
             for pid in descendants(os.getpid()):  # only the workers of this test's own cluster
                 if command_line(pid).startswith("ray::InferWorker.infer"):
                     os.kill(pid, signal.SIGKILL)
@@ -133,10 +134,11 @@ def test_a_killed_worker_loses_only_its_video_and_the_run_resumes(two_nodes, tin
         stop.set()
         watcher.join()
     assert killed, "no worker was caught running a video"
-    assert sorted(result.ran) == VIDEOS and result.already_done == [] and result.restarted_workers == 1
+    assert result.restarted_workers == 1
+    # each video reported once: run, or (killed just as it finished one) found complete when Ray retried the call
+    assert sorted(result.ran + result.already_done) == VIDEOS and len(result.already_done) <= 1
     for video, inode in inodes.items():  # every video finished once: none rewritten after it was complete
         assert (out / "s20_b-10" / video / "meta.json").stat().st_ino == inode
-    assert sorted(inodes) == VIDEOS
 
     (out / "s20_b-10" / VIDEOS[1] / "meta.json").unlink()  # half-written: its logits are there, meta.json is not
     again = run_inference_on_ray(two_nodes.address, "tiny64", checkpoint, tiny_dataset, out, "20,-10",
