@@ -5,7 +5,7 @@ One box per file: ``session`` (a local Ray on 127.0.0.1 only, joining a user's c
 from flag / ``RAY_ADDRESS`` / config, a loopback multi-node cluster for tests), ``shared`` (inputs and output
 folders every node must see, checked with a marker file), ``pool`` (actors that keep a model loaded, one video at a
 time each; plain tasks; retries), ``evaluate`` (evaluation's dataset scorer over Ray, outside the evaluation
-package). Ray itself is imported only when a function runs.
+package; imported from its module, so this package stays light). Ray itself is imported only when a function runs.
 """
 from masseg_search.cluster.pool import actor_options, map_on_actors, map_tasks, unwrap_error
 from masseg_search.cluster.session import (

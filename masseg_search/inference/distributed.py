@@ -85,7 +85,8 @@ class InferWorker:
 
 def plan_workers(gpus_per_worker: float | None, cpus_per_worker: float, workers: int | None, videos: int) -> tuple[int, float]:
     """(workers, GPUs each) on the connected cluster: by default one worker per GPU where it has GPUs, else one per
-    ``cpus_per_worker`` CPUs; never more than videos. Refuses what no node could ever run."""
+    ``cpus_per_worker`` CPUs (and never more than its CPUs hold, nor more than videos). Refuses what no node could
+    ever run; a worker whose resources are busy elsewhere simply takes no video."""
     import ray
 
     resources = ray.cluster_resources()
@@ -99,7 +100,9 @@ def plan_workers(gpus_per_worker: float | None, cpus_per_worker: float, workers:
                           fix="pass --gpus-per-worker 0 for CPU workers, or join a cluster with GPUs")
     check_fits_a_node(cpus_per_worker, share, "an infer worker",
                       "lower --gpus-per-worker or infer.cpus_per_worker, or add a node that has them")
-    fit = math.floor(gpus / share + 1e-9) if share else math.floor(cpus / cpus_per_worker + 1e-9)
+    fit = math.floor(cpus / cpus_per_worker + 1e-9)
+    if share:
+        fit = min(fit, math.floor(gpus / share + 1e-9))
     return max(1, min(workers or fit, videos)), share
 
 
