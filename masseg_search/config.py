@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from masseg_search import CONFIGS_DIR
 from masseg_search.errors import MassegError
+from masseg_search.store.knobs import KNOB_FIELDS, Knobs
 
 DEFAULT_CONFIG = CONFIGS_DIR / "demo.yaml"
 
@@ -156,6 +157,129 @@ class SearchDimension(Section):
         return self
 
 
+class KnobDimension(Section):
+    """How tune-mss searches one configuration knob: a float or int range (log or linear), or categorical choices
+    (``null`` among the choices = the model's own value / the policy off)."""
+
+    type: Literal["float", "int", "categorical"] | None = Field(None, description="None = categorical with choices, "
+                                                                "else the knob's own kind (int or float)")
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0, description="int/float: search on a grid of this step from low")
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "KnobDimension":
+        if self.type is None and self.choices is not None:
+            object.__setattr__(self, "type", "categorical")
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("type categorical needs a non-empty list of choices")
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"type {self.type} takes low and high, not choices")
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (or choices)")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("a log range takes no step")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()
+                                       and (self.step is None or float(self.step).is_integer())):
+            raise ValueError("an int range needs whole low, high and step")
+        return self
+
+    def values_to_check(self) -> list[Any]:
+        """The values whose validity decides the whole dimension (both ends, or every choice)."""
+        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+
+
+# the ranges tune-mss --knobs uses for a knob that mss.space does not declare
+DEFAULT_KNOB_SPACE: dict[str, dict[str, Any]] = {
+    "scale": {"type": "float", "low": 1.0, "high": 40.0, "log": True},
+    "bias": {"type": "float", "low": -20.0, "high": 0.0},
+    "memory_stride": {"type": "int", "low": 1, "high": 4},
+    "memory_frames": {"type": "int", "low": 2, "high": 7},
+    "obj_ptrs": {"type": "int", "low": 2, "high": 16},
+    "cond_frames": {"type": "categorical", "choices": [None, 2]},
+    "multimask": {"type": "categorical", "choices": [0, 1]},
+    "admit_score": {"type": "float", "low": -2.0, "high": 2.0},
+    "admit_iou": {"type": "float", "low": 0.0, "high": 0.9},
+    "keep_present": {"type": "int", "low": 0, "high": 3},
+}
+
+
+def knob_dimension(name: str, declared: KnobDimension | None = None) -> KnobDimension:
+    """A knob's search dimension: as declared (its kind filled in and checked), else the built-in default range."""
+    dimension = declared if declared is not None else KnobDimension(**DEFAULT_KNOB_SPACE[name])
+    kind = "float" if name in ("scale", "bias") else KNOB_FIELDS[name][1].__name__
+    if dimension.type is None:
+        dimension = dimension.model_copy(update={"type": kind})
+    if kind == "int" and dimension.type == "float":
+        raise ValueError(f"{name} is an integer knob: use type int (or categorical)")
+    for value in dimension.values_to_check():
+        if value is None and name in ("scale", "bias"):
+            raise ValueError(f"{name} has no 'model default' (null) choice")
+        if value is None:
+            continue
+        probe = {"scale": 7.5, "bias": -4.0, name: value}
+        try:
+            Knobs(**probe)
+        except MassegError as exc:
+            raise ValueError(f"{name} = {value!r}: {exc.message.split(': ', 1)[-1]}") from None
+    return dimension
+
+
+class KnobSpace(Section):
+    """The knobs a tune-mss study searches (every key set here) and their ranges; see masseg_search/store/knobs.py.
+    scale and bias are always searched."""
+
+    scale: KnobDimension = Field(default_factory=lambda: KnobDimension(**DEFAULT_KNOB_SPACE["scale"]))
+    bias: KnobDimension = Field(default_factory=lambda: KnobDimension(**DEFAULT_KNOB_SPACE["bias"]))
+    memory_stride: KnobDimension | None = None
+    memory_frames: KnobDimension | None = None
+    obj_ptrs: KnobDimension | None = None
+    cond_frames: KnobDimension | None = None
+    multimask: KnobDimension | None = None
+    admit_score: KnobDimension | None = None
+    admit_iou: KnobDimension | None = None
+    keep_present: KnobDimension | None = None
+
+    @model_validator(mode="after")
+    def _valid_for_the_knob(self) -> "KnobSpace":
+        for name in type(self).model_fields:
+            declared = getattr(self, name)
+            if declared is not None:
+                object.__setattr__(self, name, knob_dimension(name, declared))
+        return self
+
+    def searched(self) -> dict[str, KnobDimension]:
+        """Knob name -> dimension, in the config id's order (scale, bias first)."""
+        return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}
+
+    def select(self, knobs: list[str]) -> "KnobSpace":
+        """The space restricted to ``knobs`` (tune-mss --knobs): declared ranges where given, else the defaults."""
+        valid = list(type(self).model_fields)
+        unknown = [name for name in knobs if name not in valid]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], valid, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid knobs: {', '.join(valid)}"
+            raise MassegError(f"--knobs: unknown knob {unknown[0]!r} ({hint})",
+                              fix=f"choose from {', '.join(valid)}; scale and bias are always searched")
+        missing = [name for name in ("scale", "bias") if name not in knobs]
+        if missing:
+            raise MassegError(f"--knobs must include {' and '.join(missing)}: every study searches scale and bias",
+                              fix=f"pass --knobs {','.join(['scale', 'bias'] + [k for k in knobs if k not in ('scale', 'bias')])}")
+        values = {name: (getattr(self, name) if getattr(self, name) is not None else knob_dimension(name))
+                  for name in knobs}
+        return KnobSpace(**{name: values.get(name) for name in valid})
+
+
 class AshaSection(Section):
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
@@ -181,20 +305,48 @@ class TrainSweepSection(Section):
     seed: int = 0
 
 
+class PruningSection(Section):
+    """Settings of tune-mss's trial pruners (``mss.pruner``); each pass judges trials on their per-video J&F."""
+
+    p_threshold: float = Field(0.1, gt=0, lt=1, description="wilcoxon: prune a trial when the signed-rank test says it "
+                               "is worse than the best trial at this p-value (Optuna's WilcoxonPruner)")
+    startup_videos: int = Field(2, ge=0, description="wilcoxon: videos paired with the best trial before any pruning")
+    rungs: list[float] = Field(default_factory=lambda: [1 / 9, 1 / 3], description="sha: fractions of a type's videos "
+                               "after which trials are ranked (the rest of the pass is the last rung)")
+    reduction_factor: float = Field(3.0, gt=1, description="sha: the top 1/reduction_factor of the trials at a rung "
+                                    "(this pass's and earlier ones') go on")
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing_fractions(cls, rungs: list[float]) -> list[float]:
+        if any(not 0 < fraction < 1 for fraction in rungs) or sorted(set(rungs)) != list(rungs):
+            raise ValueError("rungs must be increasing fractions between 0 and 1, e.g. [0.111, 0.333]")
+        return rungs
+
+
 class MssSection(Section):
-    """Optuna search of (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc) per scene type."""
+    """Optuna search per scene type of a configuration: the memory encoder's sigmoid scale and bias, and the memory
+    knobs ``space`` declares (SAM2's and our admission policy, :mod:`masseg_search.store.knobs`)."""
 
     split: str | None = Field(None, description="split name or list file searched on; None = data.val_split")
-    trials: int = Field(24, ge=1, description="finished trials per scene-type study (the two baselines count)")
+    trials: int = Field(24, ge=1, description="finished (complete or pruned) trials per scene-type study (the two "
+                        "baselines count)")
     batch: int = Field(8, ge=1, description="trials asked per study and engine pass")
     sampler: Literal["tpe", "gp", "cmaes", "random", "grid"] = "tpe"
     seed: int = 0
     cv_folds: int = Field(3, ge=0, description="held-out estimate over videos; 0 or 1 = none")
-    scale: SearchDimension = Field(default_factory=lambda: SearchDimension(low=1.0, high=40.0, log=True))
-    bias: SearchDimension = Field(default_factory=lambda: SearchDimension(low=-20.0, high=0.0))
-    grid_points: int = Field(5, ge=2, description="values per dimension for the grid sampler")
+    space: KnobSpace = Field(default_factory=KnobSpace, description="the knobs each study searches and their ranges "
+                             "(scale and bias always; tune-mss --knobs selects others)")
+    grid_points: int = Field(5, ge=2, description="values per float dimension for the grid sampler")
     feature_cache_mb: int = Field(512, ge=0, description="keep image features across passes up to this size")
     engine_max_rows: int | None = Field(None, ge=1, description="object x configuration rows per engine step; None = all")
+    engine_chunk_by_config: bool = Field(False, description="batch each configuration's rows on their own: a trial "
+                                         "pruned mid-pass then leaves the other trials' results bit for bit the same "
+                                         "(batched all together they agree up to float rounding), at the cost of one "
+                                         "engine step per configuration and frame")
+    pruner: Literal["none", "wilcoxon", "sha"] = Field("none", description="stop trials early within a pass on their "
+                                                        "per-video J&F: Optuna's WilcoxonPruner, or successive halving")
+    pruning: PruningSection = Field(default_factory=PruningSection)
     bootstrap: int = Field(1000, ge=0)
     storage: str | None = Field(None, description="Optuna storage; None = sqlite:///studies/<study>.db; no passwords")
     artifact_dir: str = Field("studies/artifacts", description="optuna-dashboard --artifact-dir for the plots")

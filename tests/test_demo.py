@@ -14,6 +14,7 @@ from masseg_search.cli import main
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
 from masseg_search.pipeline.demo import (
+    ROW_WIDTH,
     STAGE_GAINS,
     check_demo_submission,
     ensemble_views,
@@ -114,12 +115,13 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     printed = capsys.readouterr().out
     table = pd.read_csv(out / "demo_table.csv")
     assert list(table["name"]) == ["copy first frame", "untrained", "base", "fine-tuned, SAM2 20/-10",
-                                   "fine-tuned, MASSeg 7.5/-4", "fine-tuned, tuned per type", "ensemble"]
+                                   "fine-tuned, MASSeg 7.5/-4", "fine-tuned, tuned per type",
+                                   "fine-tuned, tuned per type, memory knobs", "ensemble"]
     assert table["jf"].between(0, 1).all()
     assert (table["ci_low"] <= table["jf"]).all() and (table["jf"] <= table["ci_high"]).all()
     assert (table["ci_low"] < table["ci_high"]).all()  # a real interval on every row, the ensemble's included
     for row in table.itertuples():  # the printed table is the written one
-        assert f"{row.name:<30} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}]" in printed
+        assert f"{row.name:<{ROW_WIDTH}} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}]" in printed
     # the bundled base tracks: far above a random model and above repeating the first-frame mask
     rows = table.set_index("name")["jf"]
     assert rows["base"] > rows["untrained"] + 0.3
@@ -137,6 +139,9 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     assert len(pd.read_csv(out / "sweeps" / "demo" / "results.csv")) >= 4
     assert (out / "mss" / "val" / "best_configs.yaml").is_file()
     assert (out / "mss" / "val" / "holdout_summary.csv").is_file()
+    knob_configs = yaml.safe_load((out / "mss" / "val_knobs" / "best_configs.yaml").read_text())["types"]
+    assert knob_configs  # the memory-knobs study chose per type (admit_score set where it beat the policy off)
+    assert gains.loc["memory knobs (admit_score) vs tuned per type", "against"] == "fine-tuned, tuned per type"
     assert (out / "plans" / "val.yaml").is_file()
     # the ensemble's views (configs/demo.yaml: the mirror and the second best trial) were stored and scored on val
     selection = yaml.safe_load((out / "plans" / "val.yaml").read_text())["selection"]

@@ -1,4 +1,5 @@
-"""`masseg-search tune-mss --study val`: Optuna search of SAM2's mask scaling (scale, bias) per scene type."""
+"""`masseg-search tune-mss --study val`: Optuna search per scene type of SAM2's mask scaling (scale, bias) and the
+memory knobs the config's ``mss.space`` (or ``--knobs``) names."""
 from __future__ import annotations
 
 import argparse
@@ -13,16 +14,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `tune-mss` command."""
     parser = subparsers.add_parser(
         "tune-mss",
-        help="search SAM2's memory-encoder mask scale/bias per scene type (Optuna, resumable, batched on the engine)",
-        description="One Optuna study per scene type (<study>/<scene_type>) in one storage. Each engine pass over the "
-        "validation videos serves --batch trials of every study. SAM2's 20/-10 and MASSeg's 7.5/-4.0 are enqueued "
-        "in every study. Rerun the same command to resume (also after kill -9). With --cv F the chosen configurations "
+        help="search SAM2's memory-encoder mask scale/bias and memory knobs per scene type (Optuna, resumable, batched "
+        "on the engine)",
+        description="One Optuna study per scene type (<study>/<scene_type>) in one storage. A study searches scale, "
+        "bias and the memory knobs of mss.space (or --knobs): SAM2's memory_stride, memory_frames, obj_ptrs, "
+        "cond_frames, multimask and our admission policy admit_score, admit_iou, keep_present. Each engine pass over "
+        "the validation videos serves --batch trials of every study. SAM2's 20/-10 and MASSeg's 7.5/-4.0 at default "
+        "knobs are enqueued in every study. Rerun the same command to resume (also after kill -9). With --cv F the chosen configurations "
         "are scored on held-out video folds (the reported result). Writes results/mss/<study>/ and shows in "
         "`optuna-dashboard sqlite:///studies/<study>.db --artifact-dir studies/artifacts`. Ctrl-C stops after the "
         "current pass.",
     )
     parser.add_argument("--study", default="val", help="study name (default val); studies are <study>/<scene_type>")
     parser.add_argument("--config", help="project config (default: the embedded demo config)")
+    parser.add_argument("--knobs", type=_knob_list, help="comma-separated knobs to search, e.g. scale,bias,admit_score "
+                        "(scale and bias always; ranges from mss.space where declared, else built-in defaults); "
+                        "default: the knobs of mss.space")
     parser.add_argument("--trials", type=int, help="finished trials per scene-type study (default mss.trials)")
     parser.add_argument("--batch", type=int, help="trials per study and engine pass, K (default mss.batch)")
     parser.add_argument("--storage", help="sqlite:///studies/val.db (default), journal:studies/val.log (several "
@@ -30,11 +37,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", choices=["tpe", "gp", "cmaes", "random", "grid"], help="default mss.sampler")
     parser.add_argument("--seed", type=int, help="sampler and fold seed (default mss.seed)")
     parser.add_argument("--cv", type=int, help="held-out folds over videos (default mss.cv_folds; 0 = none)")
+    parser.add_argument("--pruner", choices=["none", "wilcoxon", "sha"], help="stop trials early within a pass on "
+                        "their per-video J&F (default mss.pruner): Optuna's WilcoxonPruner against the best trial, or "
+                        "successive halving over rungs of videos (mss.pruning); pruned trials end PRUNED and count as "
+                        "finished; the baselines are never pruned")
     parser.add_argument("--ray-address", help="run engine passes as Ray tasks on this cluster ('auto', host:port, or "
                         "'local' to start one here, on 127.0.0.1 only); default: RAY_ADDRESS, else this process")
     parser.add_argument("--checkpoint", help="SAM2 checkpoint (default model.checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
+
+
+def _knob_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     result = tune_mss(config, study=args.study, trials=args.trials, batch=args.batch, storage=args.storage,
                       sampler=args.sampler, seed=args.seed, cv=args.cv, ray_address=resolve_address(args.ray_address),
-                      checkpoint=args.checkpoint, progress=not args.no_progress)
+                      checkpoint=args.checkpoint, progress=not args.no_progress, pruner=args.pruner,
+                      knobs=args.knobs)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")
+    pruned = sum(len(numbers) for numbers in result.report.pruned.values())
+    if pruned:
+        print(f"pruned: {pruned} trials stopped early on their per-video J&F (state PRUNED in the dashboard)")
     for scene_type, knobs in result.best.types.items():
         detail = result.best.details.get(scene_type, {})
         source = "held-out" if detail.get("jf_source") == "heldout" else "in-sample (optimistic; use --cv for held-out)"

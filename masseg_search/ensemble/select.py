@@ -126,16 +126,20 @@ def _rank_configs(table: dict, configs: list[str], videos: list[str]) -> list[st
 def _fold_select_rules(path: Path, fold_map: dict[str, list[str]], object_ids: dict[str, list[int]],
                        available: list[str]) -> dict[str, dict[int, FusionRule]] | None:
     """Per held-out video, each object's configuration as tune-mss chose it on the other folds (its
-    ``holdout_objects.csv``: fold, video, object_id, chosen_scale, chosen_bias); None when that file is absent or
-    does not cover every scored object with a stored configuration."""
+    ``holdout_objects.csv``: fold, video, object_id, chosen_config (its id, with any memory knobs), or
+    chosen_scale and chosen_bias in tables written before the knobs); None when that file is absent or does not
+    cover every scored object with a stored configuration."""
     import pandas as pd
 
     if not path.is_file():
         return None
-    table = pd.read_csv(path, dtype={"video": str})
-    if not {"video", "object_id", "chosen_scale", "chosen_bias"} <= set(table.columns):
+    table = pd.read_csv(path, dtype={"video": str, "chosen_config": str})
+    if "chosen_config" in table.columns:
+        chosen = {(str(r.video), int(r.object_id)): str(r.chosen_config) for r in table.itertuples()}
+    elif {"video", "object_id", "chosen_scale", "chosen_bias"} <= set(table.columns):
+        chosen = {(str(r.video), int(r.object_id)): store.config_id(r.chosen_scale, r.chosen_bias) for r in table.itertuples()}
+    else:
         return None
-    chosen = {(str(r.video), int(r.object_id)): store.config_id(r.chosen_scale, r.chosen_bias) for r in table.itertuples()}
     rules: dict[str, dict[int, FusionRule]] = {}
     for members in fold_map.values():
         for video in members:

@@ -57,18 +57,26 @@ def engine_scorer(config: ProjectConfig, checkpoint: str | None, ray_address: st
     """The engine PassScorer: in this process, or on Ray actors when ``ray_address`` is given."""
     if ray_address:
         return RayPassScorer(ray_address, config.model.config, checkpoint, config.data.root, config.mss.feature_cache_mb,
-                             progress=progress, max_rows=config.mss.engine_max_rows)
+                             progress=progress, max_rows=config.mss.engine_max_rows,
+                             chunk_by_config=config.mss.engine_chunk_by_config)
     worker = EnginePassWorker(config.model.config, checkpoint, config.data.root, config.model.device,
-                              config.mss.feature_cache_mb, max_rows=config.mss.engine_max_rows)
+                              config.mss.feature_cache_mb, max_rows=config.mss.engine_max_rows,
+                              chunk_by_config=config.mss.engine_chunk_by_config)
     return LocalPassScorer(worker, progress=progress)
 
 
 def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = None, batch: int | None = None,
              storage: str | None = None, sampler: str | None = None, seed: int | None = None, cv: int | None = None,
              ray_address: str | None = None, checkpoint: str | None = None, progress: bool = True,
-             scorer: PassScorer | None = None) -> TuneResult:
-    """Search (scale, bias) per scene type on the validation split; see the package docstring. Resumable."""
+             scorer: PassScorer | None = None, pruner: str | None = None, knobs: list[str] | None = None) -> TuneResult:
+    """Search a configuration per scene type on the validation split: scale, bias and the memory knobs of
+    ``mss.space``, or ``knobs`` (their ranges from ``mss.space`` where declared there, else the defaults of
+    ``masseg_search.config.DEFAULT_KNOB_SPACE``); see the package docstring. Resumable.
+    ``pruner``: none | wilcoxon | sha (None = ``mss.pruner``)."""
+    if knobs:
+        config = config.model_copy(update={"mss": config.mss.model_copy(update={"space": config.mss.space.select(knobs)})})
     mss = config.mss
+    pruner = pruner or mss.pruner
     trials = trials or mss.trials
     batch = batch or mss.batch
     folds = mss.cv_folds if cv is None else cv
@@ -89,10 +97,10 @@ def tune_mss(config: ProjectConfig, study: str = "val", trials: int | None = Non
         with StopRequest() as stop:
             studies = open_type_studies(opened, study, sorted(objects["scene_type"].unique()), mss, sampler=sampler, seed=seed)
             report = run_batched_search(studies, opened, objects, scorer, trials, batch, space_mss=mss, progress=progress,
-                                        stop=stop)
+                                        stop=stop, pruner=pruner, seed=seed)
             if folds >= 2 and not report.stopped_early:
                 holdout = run_holdout(opened, study, objects, scorer, mss, folds, trials, batch, sampler=sampler,
-                                      seed=seed, progress=progress, stop=stop)
+                                      seed=seed, progress=progress, stop=stop, pruner=pruner)
                 write_folds(MssResults(out_dir).folds, holdout.folds)
                 report.stopped_early = holdout.stopped_early
                 if holdout.stopped_early:

@@ -6,7 +6,9 @@ Stages (each one the same function its own command calls, so the demo is also th
 2. ``train-sweep``: Ray Tune fine-tunes the bundled tiny base checkpoint (it plays the part of SAM2's official
    checkpoint; ``configs/checkpoints/README.md`` records the command and seed that made it) over loss weights and
    augmentation probabilities, ASHA stopping the weak trials.
-3. ``tune-mss --study val``: one Optuna study per scene type on the validation split, with the held-out estimate.
+3. ``tune-mss --study val``: one Optuna study per scene type on the validation split, with the held-out estimate;
+   and ``tune-mss --study val_knobs --knobs scale,bias,admit_score`` (memory admission threshold too,
+   :mod:`masseg_search.pipeline.memory_knobs`), inferred on test as the row "tuned per type, memory knobs".
 4. ``infer`` on val and test with SAM2's 20/-10, MASSeg's 7.5/-4 and the tuned per-type configurations (one engine
    pass each), also under the ensemble's views (``ensemble.flip``: the mirrored videos; ``ensemble.trials``: the
    next best sweep trials' checkpoints), ``ensemble --select-on val`` chooses the fusion, ``ensemble`` applies it
@@ -44,6 +46,7 @@ from masseg_search.inference.infer import write_masks
 from masseg_search.model.build import init_checkpoint
 from masseg_search.mss.holdout import bootstrap_ci
 from masseg_search.mss.tune import tune_mss
+from masseg_search.pipeline import memory_knobs
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
 from masseg_search.store.mss_results import MssResults
 from masseg_search.store.knobs import as_knobs
@@ -61,7 +64,9 @@ STAGE_GAINS = (
     ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
     ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
+    (memory_knobs.ROW_NAME, "fine-tuned, tuned per type", "memory knobs (admit_score) vs tuned per type"),
 )
+ROW_WIDTH = 42  # the longest row name, "fine-tuned, tuned per type, memory knobs"
 
 
 @dataclass
@@ -215,6 +220,10 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
     best = load_best_configs(best_configs_path)
     for scene_type, knobs in sorted(best.types.items()):
         print(f"  {scene_type:<10} {config_id(knobs)}")
+    # --- the memory-knobs row (pipeline/memory_knobs.py): a second study with admit_score searched too
+    knob_path, knob_best = memory_knobs.tune_memory_knobs(cfg, tuned_checkpoint, progress)
+    for scene_type, knobs in sorted(knob_best.types.items()):
+        print(f"  {scene_type:<10} {config_id(knobs)}  ({memory_knobs.KNOBS_STUDY}: {', '.join(memory_knobs.DEMO_KNOBS)})")
 
     _step("4/5 infer (val + test), choose the fusion on val, ensemble test into a checked submission")
     # every configuration a candidate fusion can name: the baselines, the final per-type choices, and the per-fold
@@ -254,6 +263,8 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
                               scene_types=scene_csv["test"], best_configs=best_configs_path, progress=progress)
     check_demo_submission(submission, data_root, test_list)
     print(f"submission: {submission.zip_path} (submission check: valid)")
+    knob_predictions = memory_knobs.infer_memory_knobs(cfg, tuned_checkpoint, knob_path, data_root, test_list,
+                                                       scene_csv["test"], predictions, progress)
 
     _step("5/5 evaluate every setting on the test split")
     test_dataset = open_dataset(data_root, split_list=test_list)
@@ -289,6 +300,9 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str 
                                  ("fine-tuned, tuned per type", "per_type", "best_configs.yaml per scene type")):
         score(name, detail, write_masks(predictions / "test", folder, masks / "finetuned", test_dataset) / "Annotations",
               evaluations / folder)
+    score(memory_knobs.ROW_NAME, f"{memory_knobs.KNOBS_STUDY}: {', '.join(memory_knobs.DEMO_KNOBS)} per scene type",
+          write_masks(knob_predictions, "per_type", masks / "memory_knobs", test_dataset) / "Annotations",
+          evaluations / "per_type_memory_knobs")
     chosen = (plan.selection or {}).get("chosen", plan.default.method)
     score("ensemble", f"{chosen}, chosen on val ({plan_path.relative_to(out)})", submission.out_dir,
           evaluations / "ensemble")
@@ -352,16 +366,16 @@ def print_table(table: pd.DataFrame, videos: int, seconds: float, out: Path, cfg
                 gains: pd.DataFrame | None = None) -> None:
     """The closing table, each stage's paired gain, and the commands that open the dashboard and the report."""
     print(f"\nTest split: {videos} synthetic videos, J&F with a 95% bootstrap interval over videos")
-    print(f"{'setting':<30} {'J&F':>7} {'95% CI':>17} {'J':>7} {'F':>7}")
+    print(f"{'setting':<{ROW_WIDTH}} {'J&F':>7} {'95% CI':>17} {'J':>7} {'F':>7}")
     for row in table.itertuples():
-        print(f"{row.name:<30} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] {row.j:7.4f} {row.f:7.4f}")
+        print(f"{row.name:<{ROW_WIDTH}} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] {row.j:7.4f} {row.f:7.4f}")
     if gains is not None and len(gains):
         print("\nEach stage's gain on the same test objects (paired bootstrap 95% interval over videos; "
               "an interval excluding 0 is measured, one straddling 0 is not)")
-        print(f"{'stage':<30} {'gain':>8} {'95% CI':>19}")
+        print(f"{'stage':<{ROW_WIDTH}} {'gain':>8} {'95% CI':>19}")
         for row in gains.itertuples():
             verdict = "measured" if row.ci_low > 0 or row.ci_high < 0 else "within noise"
-            print(f"{row.stage:<30} {row.gain:+8.4f}   [{row.ci_low:+.3f}, {row.ci_high:+.3f}]  {verdict}")
+            print(f"{row.stage:<{ROW_WIDTH}} {row.gain:+8.4f}   [{row.ci_low:+.3f}, {row.ci_high:+.3f}]  {verdict}")
     print(f"\ndemo finished in {seconds / 60:.1f} min; everything is under {out}")
     print(f"Optuna dashboard: {_script('optuna-dashboard')} {cfg.mss.storage} --artifact-dir {cfg.mss.artifact_dir}")
     print(f"HTML report:      {_script('masseg-search')} report {out} --data {cfg.data.root}")

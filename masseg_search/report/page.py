@@ -246,7 +246,8 @@ def _mss_section(results_dir: Path, figures: Figures) -> str:
         if study.trials is not None and not study.trials.empty:
             parts.append(_figure(plot_mss_landscape(study, figures),
                                  "J&F over (scale, bias) per scene type: star = chosen, square = SAM2 20/-10, "
-                                 "diamond = MASSeg 7.5/-4.0"))
+                                 "diamond = MASSeg 7.5/-4.0; each title names the knobs that mattered most (Optuna "
+                                 "parameter importances; the study's importance and slices plots below show all)"))
         else:
             parts.append(_missing("No trials table (a trials CSV with scene_type, scale, bias and J&F columns)."))
         per_type = _per_type_rows(study)

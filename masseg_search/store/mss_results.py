@@ -13,6 +13,7 @@ import pandas as pd
 
 from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
+from masseg_search.store.knobs import Knobs, parse_knobs_id
 
 FOLDS_FIX = 'write {"0": [videos...], "1": [...]}'
 
@@ -30,7 +31,7 @@ class MssResults:
 
     @property
     def best_configs(self) -> Path:
-        """Per scene type, the chosen (scale, bias) (:mod:`masseg_search.store.best_configs`)."""
+        """Per scene type, the chosen configuration (:mod:`masseg_search.store.best_configs`)."""
         return self.folder / "best_configs.yaml"
 
     @property
@@ -41,7 +42,7 @@ class MssResults:
     @property
     def holdout_objects(self) -> Path:
         """Per fold, each held-out object's configuration chosen on the other folds (fold, video, object_id,
-        chosen_scale, chosen_bias, ...)."""
+        chosen_config (its id), chosen_scale, chosen_bias, ...)."""
         return self.folder / "holdout_objects.csv"
 
     @property
@@ -59,17 +60,26 @@ class MssResults:
         """Per scene type: chosen configuration, in-sample and held-out J&F, the two baselines."""
         return self.folder / "per_type.csv"
 
+    @property
+    def importance(self) -> Path:
+        """Per scene type, how much each searched knob mattered (scene_type, knob, importance, complete_trials,
+        reliable)."""
+        return self.folder / "importance.csv"
+
     def folds_or_none(self) -> Path | None:
         """The folds file when tune-mss wrote one (``--cv``), else None."""
         return self.folds if self.folds.is_file() else None
 
-    def heldout_configs(self) -> set[tuple[float, float]]:
-        """The (scale, bias) chosen on each fold's training videos (empty without ``--cv``): what inference must
-        store so that the ensemble can score ``select`` held out."""
+    def heldout_configs(self) -> set[Knobs]:
+        """The configurations chosen on each fold's training videos (empty without ``--cv``): what inference must
+        store so that the ensemble can score ``select`` held out. Tables written before the memory knobs (no
+        ``chosen_config`` column) give their (scale, bias)."""
         if not self.holdout_objects.is_file():
             return set()
         table = pd.read_csv(self.holdout_objects)
-        return {(float(scale), float(bias)) for scale, bias in zip(table["chosen_scale"], table["chosen_bias"])}
+        if "chosen_config" in table:
+            return {parse_knobs_id(str(text))[0] for text in table["chosen_config"]}
+        return {Knobs(float(scale), float(bias)) for scale, bias in zip(table["chosen_scale"], table["chosen_bias"])}
 
 
 def write_folds(path: str | Path, folds: list[list[str]]) -> None:
