@@ -43,7 +43,7 @@ def lossy_trial(params: dict, base_config: dict) -> None:
                 time.sleep(0.2)
 
 
-@pytest.mark.slow  # its own cluster, a node lost, a trial restarted: 35-45 s here on top of the other cluster tests
+@pytest.mark.slow  # its own cluster, a node lost, a trial restarted: 20-45 s here, on top of the other Ray tests
 def test_a_trial_on_a_lost_node_is_restored_on_the_other_node(tiny_dataset, tiny_checkpoint, tmp_path) -> None:
     import ray
     from ray import cloudpickle
