@@ -10,10 +10,10 @@ predictions folder:
 * ray x1: ``run_inference_on_ray`` with one 1-CPU worker (Ray's own cost against local 1 thread);
 * ray x2: two 1-CPU workers, each keeping its model loaded across its videos.
 
-Ray runs on a local Ray of ``max(cores, --workers)`` CPUs started once here (127.0.0.1 only); its start is timed apart. Each Ray time includes
-starting the workers and building their models, so it is what a command pays. The modes are interleaved
-``--repeats`` times (the machine is shared) and the best time of each is kept. The default model is the demo's
-(tiny128 with the bundled checkpoint). Figures go to ``results/bench/infer_cluster.json``.
+Ray runs on a local Ray of ``max(cores, --workers)`` CPUs started once here (127.0.0.1 only); its start is timed
+apart. Each Ray time includes starting the workers and building their models, so it is what a command pays. The
+modes are interleaved ``--repeats`` times (the machine is shared) and the best time of each is kept. The default
+model is the demo's (tiny128 with the bundled checkpoint). Figures go to ``results/bench/infer_cluster.json``.
 """
 from __future__ import annotations
 

@@ -85,14 +85,14 @@ def _run_on_ray(args: argparse.Namespace, section: InferSection, address: str) -
     workers = args.workers or section.workers
     gpus = section.gpus_per_worker if args.gpus_per_worker is None else args.gpus_per_worker
     cpus = max(section.cpus_per_worker, float(args.threads)) if args.threads else section.cpus_per_worker
-    result = run_inference_on_ray(address, args.model_config, args.checkpoint, args.data, args.out, args.configs or None,
-                                  split_list=args.split_list, workers=workers, gpus_per_worker=gpus,
+    result = run_inference_on_ray(address, args.model_config, args.checkpoint, args.data, args.out,
+                                  args.configs or None, split_list=args.split_list, workers=workers, gpus_per_worker=gpus,
                                   cpus_per_worker=cpus, per_type=args.per_type, scene_types=args.scene_types,
                                   save_masks=args.save_masks, device=args.device, skip_bad=args.skip_bad,
                                   postprocess=args.postprocess, progress=not args.no_progress, view=args.view,
                                   flip=args.flip)
+    restarts = result.restarted_workers
     print(f"{len(result.ran)} videos run, {len(result.already_done)} already done, by {result.workers} Ray workers "
-          f"on {len(result.nodes)} node(s)"
-          + (f"; {result.restarted_workers} worker(s) restarted after their process died" if result.restarted_workers else ""))
+          f"on {len(result.nodes)} node(s)" + (f"; {restarts} worker(s) restarted after their process died" if restarts else ""))
     print(f"predictions in {result.out_dir}")
     return 0

@@ -59,9 +59,9 @@ def ray_session(address: str | None, storage: str, inputs: dict[str, str | None]
         raise MassegError(
             f"a remote Ray cluster ({address}) cannot write to the local relative storage path {storage!r}",
             storage, "set train_sweep.storage to shared storage every node sees (an absolute NFS path or s3://...)")
+    outputs = {} if is_uri(storage) else {"sweep storage (train_sweep.storage)": str(Path(storage).resolve())}
     with ray_connection(address, log_to_driver=True):
-        require_shared_paths(inputs={label: path for label, path in (inputs or {}).items() if path},
-                             outputs={} if is_uri(storage) else {"sweep storage (train_sweep.storage)": str(Path(storage).resolve())})
+        require_shared_paths(inputs={label: path for label, path in (inputs or {}).items() if path}, outputs=outputs)
         yield remote
 
 
@@ -107,9 +107,9 @@ def run_sweep(
     cpus = section.cpus_per_trial if cpus_per_trial is None else cpus_per_trial
     space = search_space(section.space)
     plan = trial_plan(gpus, cpus, section.workers_per_trial)
-    data = config.data
-    inputs = {"dataset (data.root)": str(Path(data.root).resolve()),
-              "checkpoint (model.checkpoint)": str(Path(config.model.checkpoint).resolve()) if config.model.checkpoint else None}
+    checkpoint = config.model.checkpoint
+    inputs = {"dataset (data.root)": str(Path(config.data.root).resolve()),
+              "checkpoint (model.checkpoint)": str(Path(checkpoint).resolve()) if checkpoint else None}
     with ray_session(address, section.storage, inputs):
         check_resources(gpus, cpus, plan.workers)
         return _run_tuner(config, name, samples, space, plan, gpus, cpus, resume, trainable)
