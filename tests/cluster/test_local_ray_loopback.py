@@ -1,11 +1,14 @@
-"""A Ray the project starts itself listens on 127.0.0.1 only (no dashboard)."""
+"""A Ray the project starts itself listens on 127.0.0.1 only (no dashboard); which Ray a command joins."""
 from __future__ import annotations
 
 import os
 
+import pytest
 from ray_processes import descendants, is_loopback, listening, process_name
 
-from masseg_search.cluster import ray_connection
+from masseg_search.cluster import ray_connection, resolve_address
+from masseg_search.config import config_from_dict
+from masseg_search.errors import MassegError
 
 
 def test_a_ray_the_project_starts_listens_on_127_0_0_1_only() -> None:
@@ -22,3 +25,16 @@ def test_a_ray_the_project_starts_listens_on_127_0_0_1_only() -> None:
         assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     assert not ray.is_initialized()
     assert "gcs_server" not in {process_name(pid) for pid in descendants(os.getpid())}  # stopped with the session
+
+
+def test_the_address_is_the_flag_then_RAY_ADDRESS_then_the_config(monkeypatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert resolve_address(None, None) is None  # no Ray: infer runs in this process
+    assert resolve_address(None, "local") == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert resolve_address(None, "local") == "10.0.0.1:6379"
+    assert resolve_address("auto", "local") == "auto"
+    section = config_from_dict({"infer": {"ray_address": "local", "gpus_per_worker": 0.5}}).infer
+    assert (section.ray_address, section.gpus_per_worker, section.workers) == ("local", 0.5, None)
+    with pytest.raises(MassegError, match="infer.gpus_per_worker"):
+        config_from_dict({"infer": {"gpus_per_worker": 2}})  # a worker runs one model on one GPU
