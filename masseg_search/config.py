@@ -1,8 +1,10 @@
 """The project's one YAML config schema (pydantic), and loading with errors that name the file and the key.
 
-Sections: ``model``, ``data``, ``scene_types``, ``train`` (one fine-tuning run), ``train_sweep``, ``mss``,
-``infer``, ``ensemble``. Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key.
-``configs/demo.yaml`` is the embedded default.
+Sections: ``model``, ``data``, ``scene_types``, ``train`` (one fine-tuning run), ``train_sweep`` (``null``: no
+sweep, ``run`` starts from ``model.checkpoint``), ``mss``, ``infer``, ``ensemble``, ``moseplus``, ``pipeline``
+(``run``). Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key. Commands take
+``--set key.path=value`` overrides (:func:`parse_overrides`), validated the same way. ``configs/demo.yaml`` is the
+embedded default.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from masseg_search import CONFIGS_DIR
+from masseg_search import CONFIGS_DIR, PROJECT_ROOT
 from masseg_search.errors import MassegError
 from masseg_search.store.knobs import KNOB_FIELDS, Knobs
 
@@ -47,13 +49,21 @@ class SynthSection(Section):
 
 
 class DataSection(Section):
-    """Where the data is; splits are list files or split names looked up under ``root``."""
+    """Where the data is; splits are list files (a path ending in .txt) or split names looked up under ``root``."""
 
     root: str = "results/data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
-    test_split: str = "test"
+    test_split: str | None = Field("test", description="a list file or split name under test_root; None = every video")
+    test_root: str | None = Field(None, description="the test videos' root when they live apart (MOSE valid); None = root")
     synth: SynthSection | None = Field(default_factory=SynthSection, description="set to null for real data")
+    build_moseplus: bool = Field(False, description="run's data stage builds MOSE+ (the moseplus section) first; "
+                                 "root must then be <moseplus.out>/merged")
+
+    @property
+    def test_data_root(self) -> str:
+        """Where the test videos are: ``test_root``, else ``root``."""
+        return self.test_root or self.root
 
 
 class FeatureRange(Section):
@@ -376,9 +386,9 @@ class EnsembleSection(Section):
     weights: list[float] | None = Field(None, description="one weight per config (mean, logit-mean, vote); None = equal")
     top_k: int = Field(3, ge=1, description="configs in the mean-top-k candidates of --select-on")
     workers: int = Field(2, ge=1, description="processes over videos")
-    flip: bool = Field(False, description="the demo also infers the mirrored videos (view 'flip'; infer --flip) as "
+    flip: bool = Field(False, description="run also infers the mirrored videos (view 'flip'; infer --flip) as "
                        "ensemble members")
-    trials: int = Field(1, ge=1, description="the demo also infers the next best sweep trials' checkpoints (views "
+    trials: int = Field(1, ge=1, description="run also infers the next best sweep trials' checkpoints (views "
                         "'trial2', 'trial3', ...; with flip also 'trial2.flip') as ensemble members; 1 = the best only")
 
     @model_validator(mode="after")
@@ -386,6 +396,29 @@ class EnsembleSection(Section):
         if self.weights is not None and len(self.weights) != len(self.configs):
             raise ValueError(f"weights has {len(self.weights)} values for {len(self.configs)} configs")
         return self
+
+
+class PipelineSection(Section):
+    """`masseg-search run`: where its outputs go and what its last stages do."""
+
+    out: str = Field("results", description="pipeline.yaml, predictions/, plans/, submissions/, evaluations/, "
+                     "report.html; another folder also gathers the sweeps, studies and synthetic data left at their "
+                     "default paths")
+    study: str = Field("val", description="tune-mss study name (studies <study>/<scene_type>)")
+    submission: str = Field("submission", description="submissions/<submission>/ and <submission>.zip")
+    test_baselines: bool = Field(False, description="also infer SAM2's 20/-10, MASSeg's 7.5/-4 and the per-type "
+                                 "choices on test (the demo's comparison rows), not only what the chosen plan reads")
+    evaluate: Literal["auto", "always", "never"] = Field(
+        "auto", description="score the test submission: auto = when every test frame has ground truth")
+    report: bool = Field(True, description="end with the HTML report of the out folder")
+    report_overlays: bool = Field(True, description="the report's overlays of the worst videos")
+
+    @field_validator("submission", "study")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError(f"{value!r} must be a plain folder name")
+        return value
 
 
 class MosePlusSource(Section):
@@ -469,11 +502,13 @@ class ProjectConfig(Section):
     data: DataSection = Field(default_factory=DataSection)
     scene_types: SceneTypesSection = Field(default_factory=SceneTypesSection)
     train: TrainSection = Field(default_factory=TrainSection)
-    train_sweep: TrainSweepSection = Field(default_factory=TrainSweepSection)
+    train_sweep: TrainSweepSection | None = Field(default_factory=TrainSweepSection,
+                                                  description="null: no sweep; run starts from model.checkpoint")
     mss: MssSection = Field(default_factory=MssSection)
     infer: InferSection = Field(default_factory=InferSection)
     ensemble: EnsembleSection = Field(default_factory=EnsembleSection)
     moseplus: MosePlusSection = Field(default_factory=MosePlusSection)
+    pipeline: PipelineSection = Field(default_factory=PipelineSection)
     source: str | None = Field(None, exclude=True, description="the file this was loaded from")
 
 
@@ -504,29 +539,33 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _explain(error: ValidationError, source: str) -> MassegError:
+def _explain(error: ValidationError, source: str, fix: str = "edit the keys named above") -> MassegError:
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])
         key_path = ".".join(str(part) for part in loc)
         if item["type"] == "extra_forbidden":
-            valid = _valid_keys(ProjectConfig, loc)
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else f"valid keys: {', '.join(valid)}"
-            lines.append(f"unknown key {key_path!r} ({hint})")
+            lines.append(f"unknown key {key_path!r} ({closest_key_hint(loc)})")
         else:
             lines.append(f"{key_path}: {item['msg']} (got {item.get('input')!r})")
-    return MassegError("invalid config: " + "; ".join(lines), source, "edit the keys named above")
+    return MassegError("invalid config: " + "; ".join(lines), source, fix)
 
 
-def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> ProjectConfig:
+def closest_key_hint(loc: tuple[Any, ...]) -> str:
+    """``did you mean 'mss.trials'?`` for an unknown key path (difflib), else the valid keys at that level."""
+    valid = _valid_keys(ProjectConfig, loc)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    return f"did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else f"valid keys: {', '.join(valid)}"
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<dict>", fix: str = "edit the keys named above") -> ProjectConfig:
     """Validate a config dictionary; errors name ``source``."""
     if not isinstance(values, dict):
         raise MassegError(f"config must be a mapping of sections, got {type(values).__name__}", source)
     try:
         config = ProjectConfig.model_validate(values)
     except ValidationError as exc:
-        raise _explain(exc, source) from None
+        raise _explain(exc, source, fix) from None
     config.source = source
     return config
 
@@ -546,7 +585,9 @@ def resolve_config_path(name_or_path: str | Path | None) -> Path:
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ProjectConfig:
-    """Load and validate a project config (a path or a name under configs/), with optional dotted overrides."""
+    """Load and validate a project config (a path or a name under configs/), with optional dotted overrides
+    (``{"mss.trials": 8}``, what ``--set mss.trials=8`` gives). A relative ``model.checkpoint`` missing from the
+    working folder but present in this project (the bundled base) is made absolute, so any folder works."""
     path = resolve_config_path(name_or_path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
@@ -554,16 +595,48 @@ def load_config(name_or_path: str | Path | None = None, overrides: dict[str, Any
         raise MassegError(f"not valid YAML ({exc})", path, "fix the YAML syntax at the line named") from None
     for dotted, value in (overrides or {}).items():
         set_dotted(values, dotted, value)
-    return config_from_dict(values, str(path))
+    fix = "edit the keys named above" + (" (in the file or in --set)" if overrides else "")
+    config = config_from_dict(values, str(path), fix)
+    checkpoint = config.model.checkpoint
+    if checkpoint and not Path(checkpoint).is_absolute() and not Path(checkpoint).exists() \
+            and (PROJECT_ROOT / checkpoint).is_file():
+        config.model.checkpoint = str(PROJECT_ROOT / checkpoint)
+    return config
 
 
 def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``values['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way."""
+    """Set ``values['a']['b'] = value`` for ``dotted='a.b'``, creating mappings on the way (also in place of a
+    section set to null)."""
     parts = dotted.split(".")
+    if not all(parts):
+        raise MassegError(f"{dotted!r} is not a key path", fix="write section.key[.key...], e.g. mss.trials")
     node = values
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
+    for depth, part in enumerate(parts[:-1]):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            where = ".".join(parts[: depth + 1])
+            raise MassegError(f"cannot set {dotted!r}: {where!r} is a value ({node!r}), not a section",
+                              fix=f"set {where} itself, e.g. --set {where}=VALUE")
     node[parts[-1]] = value
+
+
+def parse_overrides(assignments: list[str] | None) -> dict[str, Any]:
+    """``["mss.trials=8", "data.synth=null"]`` (``--set`` arguments) -> ``{"mss.trials": 8, "data.synth": None}``;
+    each value is read as YAML (numbers, true/false, null, [lists], {mappings}), else kept as text. Later ones win."""
+    overrides: dict[str, Any] = {}
+    for assignment in assignments or []:
+        key, equals, text = assignment.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise MassegError(f"--set {assignment!r} is not KEY=VALUE", fix="write e.g. --set mss.trials=8")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        overrides[key] = value
+    return overrides
 
 
 def dump_config(config: ProjectConfig) -> str:

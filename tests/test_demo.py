@@ -13,15 +13,9 @@ import yaml
 from masseg_search.cli import main
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.pipeline.demo import (
-    ROW_WIDTH,
-    STAGE_GAINS,
-    check_demo_submission,
-    ensemble_views,
-    object_jf,
-    paired_gains,
-    top_trial_checkpoints,
-)
+from masseg_search.pipeline.demo import ROW_WIDTH, STAGE_GAINS, object_jf, paired_gains
+from masseg_search.pipeline.plan import ensemble_views, top_trial_checkpoints
+from masseg_search.pipeline.stages import check_test_submission as check_demo_submission
 
 QUICK_BUDGET_S = 180  # the bound for --quick on a 2-core CPU
 # The test asserts twice that: it catches budgets that grew, not a CPU shared with other jobs (the wall time is
@@ -158,7 +152,7 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
 
 def test_an_interrupted_sweep_stops_the_demo_before_later_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from masseg_search.finetune import sweep as sweep_module
-    from masseg_search.pipeline import demo as demo_module
+    from masseg_search.pipeline import stages as stages_module
     from masseg_search.pipeline.demo import run_demo
 
     def interrupted_sweep(config, name, resume=False, **kwargs):
@@ -166,7 +160,7 @@ def test_an_interrupted_sweep_stops_the_demo_before_later_stages(tmp_path: Path,
         return sweep_module.SweepResult(experiment, experiment / "results.csv", experiment / "results.parquet",
                                         experiment / "checkpoint.pt", 0.5, 4, 2)
 
-    monkeypatch.setattr(demo_module, "run_sweep", interrupted_sweep)
+    monkeypatch.setattr(stages_module, "run_sweep", interrupted_sweep)
     with pytest.raises(MassegError, match="2 unfinished trials") as caught:
         run_demo(tmp_path / "demo", quick=True, progress=False)
     assert "resumes the sweep" in caught.value.fix

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from masseg_search.config import load_config
+from masseg_search.config import SceneTypesSection, load_config
 from masseg_search.data.layout import Dataset, atomic_write_bytes, open_dataset, write_mask
 from masseg_search.data.scene_types import load_scene_types, scene_type_table
 from masseg_search.errors import MassegError
@@ -49,8 +49,10 @@ PER_TYPE_ID = "per_type"
 RUN_FILE = "infer_run.json"
 
 
-def _object_types(dataset: Dataset, scene_types: Any, video_names: list[str]) -> dict[tuple[str, int], str]:
-    """(video, object id) -> scene type, from a CSV path, a DataFrame, or computed with the demo config's rules."""
+def _object_types(dataset: Dataset, scene_types: Any, video_names: list[str],
+                  rules: SceneTypesSection | None = None) -> dict[tuple[str, int], str]:
+    """(video, object id) -> scene type, from a CSV path, a DataFrame, or computed with ``rules`` (the default
+    config's when None)."""
     import pandas as pd
 
     if isinstance(scene_types, pd.DataFrame):
@@ -59,7 +61,7 @@ def _object_types(dataset: Dataset, scene_types: Any, video_names: list[str]) ->
         table = load_scene_types(scene_types)
     else:
         subset = Dataset(dataset.root, dataset.image_root, dataset.annotation_root, list(video_names))
-        table = scene_type_table(subset, load_config().scene_types, progress=True)
+        table = scene_type_table(subset, rules if rules is not None else load_config().scene_types, progress=True)
     return {(str(row.video), int(row.object_id)): str(row.scene_type) for row in table.itertuples(index=False)}
 
 
@@ -103,10 +105,11 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                   per_type: str | Path | None = None, scene_types: Any = None, save_masks: bool = False,
                   device: str = "auto", skip_bad: bool = False, videos: Sequence[str] | None = None,
                   postprocess: bool = False, progress: bool = True, view: str | None = None,
-                  flip: bool = False, engine: Callable[[], Any] | None = None) -> Path:
+                  flip: bool = False, scene_type_rules: SceneTypesSection | None = None,
+                  engine: Callable[[], Any] | None = None) -> Path:
     """Run every selected video under ``configs`` (``"20,-10;7.5,-4"`` or pairs) and/or each object's scene-type
     configuration from ``per_type`` (a best_configs.yaml; types from ``scene_types``: a CSV path, a DataFrame, or
-    None = computed). Returns ``out_dir``.
+    None = computed with ``scene_type_rules``, a config's scene_types section). Returns ``out_dir``.
 
     ``view`` stores everything as ``<config_id>@<view>`` (``per_type@<view>``) so another checkpoint can sit beside
     the base predictions; ``flip`` tracks the mirrored video (the view defaults to ``flip`` then). ``engine``
@@ -132,7 +135,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     logger.info("%d of %d videos already done in %s", len(names) - len(todo), len(names), out_dir)
     skipped: list[str] = []
     if todo:
-        types = _object_types(dataset, scene_types, todo) if best is not None else {}
+        types = _object_types(dataset, scene_types, todo, scene_type_rules) if best is not None else {}
         types_path = Path(scene_types) if isinstance(scene_types, (str, Path)) else None
         engine = engine() if engine is not None else build_engine(model_config, checkpoint, device, postprocess, flip)
         _write_run_record(out_dir, model_config, checkpoint, pairs, per_type, postprocess, view, flip)

@@ -38,10 +38,24 @@ def open_validation_split(config: ProjectConfig) -> Dataset:
     split = config.mss.split or config.data.val_split
     root = Path(config.data.root)
     if not root.is_dir():
-        raise MassegError("dataset root not found", root, "make it with `masseg-search data synth` or set data.root")
+        raise MassegError("dataset root not found", root, "set data.root to your dataset (or give the config a data.synth "
+                          "section: `masseg-search data synth` makes it, and tune-mss and run make it when missing)")
     if Path(split).is_file():
         return open_dataset(root, split_list=split)
     return open_dataset(root, split=split)
+
+
+def swept_checkpoint(config: ProjectConfig) -> Path | None:
+    """The best checkpoint of the config's train-sweep (``<storage>/<name>/best_checkpoint.txt``) when that sweep
+    has run, else None: what tune-mss starts from after `masseg-search train-sweep`."""
+    section = config.train_sweep
+    if section is None:
+        return None
+    pointer = Path(section.storage) / section.name / "best_checkpoint.txt"
+    if not pointer.is_file():
+        return None
+    checkpoint = Path(pointer.read_text().strip())
+    return checkpoint if checkpoint.is_file() else None
 
 
 def validation_objects(dataset: Dataset, config: ProjectConfig, save_csv: Path | None = None) -> pd.DataFrame:
