@@ -1,8 +1,8 @@
 """The project's one YAML config schema (pydantic), and loading with errors that name the file and the key.
 
 Sections: ``model``, ``data``, ``scene_types``, ``train`` (one fine-tuning run), ``train_sweep`` (``null``: no
-sweep, ``run`` starts from ``model.checkpoint``), ``mss``, ``ensemble``, ``moseplus``, ``pipeline`` (``run``).
-Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key. Commands take
+sweep, ``run`` starts from ``model.checkpoint``), ``mss``, ``infer``, ``ensemble``, ``moseplus``, ``pipeline``
+(``run``). Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key. Commands take
 ``--set key.path=value`` overrides (:func:`parse_overrides`), validated the same way. ``configs/demo.yaml`` is the
 embedded default.
 """
@@ -384,6 +384,18 @@ class MssSection(Section):
     policy: PolicySection = Field(default_factory=PolicySection)
 
 
+class InferSection(Section):
+    """Where `infer` runs: in this process, or its videos spread over the workers of a Ray cluster."""
+
+    ray_address: str | None = Field(None, description="Ray cluster to run on (auto, host:port, ray://..., or local "
+                                    "for a Ray on this machine); None = RAY_ADDRESS if set, else this process")
+    workers: int | None = Field(None, ge=1, description="Ray workers (each keeps its model loaded); None = as many "
+                                "as the cluster's GPUs (or CPUs) hold")
+    gpus_per_worker: float | None = Field(None, ge=0, le=1, description="GPU share per Ray worker (0.5: two on a "
+                                          "GPU; 0: CPU workers); None = 1 when the cluster has GPUs, else 0")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs per Ray worker (its torch threads on a CPU worker)")
+
+
 class EnsembleSection(Section):
     """How predictions are fused (a plan file can override), and what candidates --select-on compares."""
 
@@ -512,6 +524,7 @@ class ProjectConfig(Section):
     train_sweep: TrainSweepSection | None = Field(default_factory=TrainSweepSection,
                                                   description="null: no sweep; run starts from model.checkpoint")
     mss: MssSection = Field(default_factory=MssSection)
+    infer: InferSection = Field(default_factory=InferSection)
     ensemble: EnsembleSection = Field(default_factory=EnsembleSection)
     moseplus: MosePlusSection = Field(default_factory=MosePlusSection)
     pipeline: PipelineSection = Field(default_factory=PipelineSection)

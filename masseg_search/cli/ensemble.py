@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "first-frame features); default without --predictions: "
                         "<mss.results_dir>/<pipeline.study>/best_configs.yaml")
     parser.add_argument("--workers", type=int, help="processes over videos (--set ensemble.workers)")
+    parser.add_argument("--ray-address", help="fuse and write the videos as tasks on this Ray cluster instead (auto, "
+                        "host:port, or local); predictions, data and --out on storage every node sees")
     choose = parser.add_argument_group("choosing the plan on validation")
     choose.add_argument("--select-on", metavar="SPLIT", help="score every candidate on this split (full ground "
                         "truth needed) and write --out-plan instead of a submission")
@@ -157,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
     if plan.uses_select() or plan.per_type:
         scene_types = _scene_types(args, config, data_root, split_list, out.with_name(out.name + ".scene_types.csv"))
     result = run_ensemble(predictions, plan, data_root, out, split_list=split_list, workers=config.ensemble.workers,
-                          scene_types=scene_types, best_configs=best, write_zip=not args.no_zip)
+                          scene_types=scene_types, best_configs=best, write_zip=not args.no_zip,
+                          ray_address=args.ray_address)
     print(f"{result.videos} videos, {result.frames_written} frames written this run, {result.seconds:.1f} s -> {result.out_dir}")
     if result.problems:
         for problem in result.problems[:100]:

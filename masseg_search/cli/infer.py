@@ -5,11 +5,13 @@ import argparse
 from pathlib import Path
 
 from masseg_search.cli.options import add_config_options, load_args_config
+from masseg_search.cluster.session import resolve_address
 from masseg_search.config import ProjectConfig
 from masseg_search.errors import MassegError
 
 SHORTHANDS = {"model_config": "model.config", "checkpoint": "model.checkpoint", "device": "model.device",
-              "postprocess": "model.postprocess", "data": "data.root"}
+              "postprocess": "model.postprocess", "data": "data.root", "workers": "infer.workers",
+              "gpus_per_worker": "infer.gpus_per_worker"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="log and skip bad videos instead of stopping")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0 = torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    cluster = parser.add_argument_group("on a Ray cluster (README: On a cluster; defaults: the config's infer section)")
+    cluster.add_argument("--ray-address", help="spread the videos over the workers of this Ray cluster (auto, "
+                         "host:port, ray://..., or local for a Ray on this machine; default: RAY_ADDRESS, else "
+                         "infer.ray_address, else this process). Data, checkpoint and --out must be on storage "
+                         "every node sees")
+    cluster.add_argument("--workers", type=int, help="Ray workers, each keeping its model loaded (--set "
+                         "infer.workers; default: one per GPU, or per CPU on a cluster without GPUs)")
+    cluster.add_argument("--gpus-per-worker", type=float, help="GPU share per worker, e.g. 0.5 for two on a GPU; 0 = "
+                         "CPU workers (--set infer.gpus_per_worker; default: 1 where the cluster has GPUs, else 0)")
     parser.set_defaults(func=run)
 
 
@@ -84,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         raise MassegError("--out is required without --split", fix="pass --out results/predictions/<split>, or --split "
                           "val|test to use <pipeline.out>/predictions/<split>")
+    address = resolve_address(args.ray_address, config.infer.ray_address)
+    if address is not None:
+        return _run_on_ray(args, config, root, split_list, out, address)
     if args.threads:
         import torch
 
@@ -95,4 +109,28 @@ def run(args: argparse.Namespace) -> int:
                         skip_bad=args.skip_bad, postprocess=model.postprocess, progress=not args.no_progress,
                         view=args.view, flip=args.flip)
     print(f"predictions in {out}")
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace, config: ProjectConfig, root: Path, split_list: Path | None, out: Path,
+                address: str) -> int:
+    """The same run with its videos spread over the workers of the Ray cluster at ``address``."""
+    import logging
+
+    from masseg_search.inference.distributed import run_inference_on_ray
+
+    logging.getLogger("masseg_search.inference.infer").setLevel(logging.WARNING)  # its per-video lines
+    section, model = config.infer, config.model
+    cpus = max(section.cpus_per_worker, float(args.threads)) if args.threads else section.cpus_per_worker
+    result = run_inference_on_ray(address, model.config, model.checkpoint, root, out, args.configs or None,
+                                  split_list=split_list, workers=section.workers,
+                                  gpus_per_worker=section.gpus_per_worker, cpus_per_worker=cpus,
+                                  per_type=args.per_type, policy=args.policy, scene_types=args.scene_types,
+                                  scene_type_rules=config.scene_types, save_masks=args.save_masks,
+                                  device=model.device, skip_bad=args.skip_bad, postprocess=model.postprocess,
+                                  progress=not args.no_progress, view=args.view, flip=args.flip)
+    restarts = result.restarted_workers
+    print(f"{len(result.ran)} videos run, {len(result.already_done)} already done, by {result.workers} Ray workers "
+          f"on {len(result.nodes)} node(s)" + (f"; {restarts} worker(s) restarted after their process died" if restarts else ""))
+    print(f"predictions in {result.out_dir}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from masseg_search.cli.options import add_config_options, overrides_from_args
+from masseg_search.cluster.session import resolve_address
 from masseg_search.config import load_config
 from masseg_search.errors import MassegError
 from masseg_search.store.policy import rules_text
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "successive halving over rungs of videos (mss.pruning); pruned trials end PRUNED and count as "
                         "finished; the baselines are never pruned")
     parser.add_argument("--ray-address", help="run engine passes as Ray tasks on this cluster ('auto', host:port, or "
-                        "'local' to start one here)")
+                        "'local' to start one here, on 127.0.0.1 only); default: RAY_ADDRESS, else this process")
     parser.add_argument("--checkpoint", help="SAM2 checkpoint (--set model.checkpoint; default: the best trial of the "
                         "config's train-sweep when it has run, else model.checkpoint)")
     parser.add_argument("--policy", choices=["learned"], help="also learn a policy (--set mss.policy.learn=true): a "
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                   "--checkpoint chooses another)")
     if args.knobs:  # the searched knobs of mss.space (their declared ranges, else the defaults)
         config.mss.space = config.mss.space.select(args.knobs)
-    result = tune_mss(config, study=args.study, ray_address=args.ray_address, progress=not args.no_progress)
+    result = tune_mss(config, study=args.study, ray_address=resolve_address(args.ray_address),
+                      progress=not args.no_progress)
     if result.report.stopped_early:
         print("tune-mss: stopped early; rerun the same command to continue")
     pruned = sum(len(numbers) for numbers in result.report.pruned.values())

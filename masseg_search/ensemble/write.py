@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from masseg_search.cluster import map_tasks, ray_connection, require_shared_paths
 from masseg_search.data import layout
 from masseg_search.ensemble.fuse import FusedVideo, fuse_video
 from masseg_search.ensemble.plan import (
@@ -89,15 +90,18 @@ def _applied_record(plan: FusionPlan, predictions_root: Path, data_root: Path, s
 def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, data_root: str | Path, out_dir: str | Path,
                  split_list: str | Path | None = None, workers: int = 1, scene_types: str | Path | None = None,
                  best_configs: str | Path | None = None, videos: list[str] | None = None, write_zip: bool = True,
-                 progress: bool = True) -> EnsembleResult:
+                 progress: bool = True, ray_address: str | None = None) -> EnsembleResult:
     """Fuse every video of the split by the plan, write the PNG tree, check it, and zip it when the check passes.
 
-    ``scene_types`` / ``best_configs`` override the plan's. Resumes: finished videos are kept.
+    ``scene_types`` / ``best_configs`` override the plan's. Resumes: finished videos are kept. ``ray_address``
+    fuses and writes the videos as tasks on that Ray cluster (``local``: a Ray started here) instead of ``workers``
+    processes; on several nodes the predictions, the data and ``out_dir`` must be on storage every node sees.
     """
     from tqdm import tqdm
 
     started = time.perf_counter()
-    predictions_root, data_root, out_dir = Path(predictions_root), Path(data_root), Path(out_dir)
+    predictions_root, data_root, out_dir = (Path(path).resolve() if ray_address else Path(path)
+                                            for path in (predictions_root, data_root, out_dir))
     plan = plan if isinstance(plan, FusionPlan) else load_plan(plan)
     scene_types_path = Path(scene_types) if scene_types else (Path(plan.scene_types) if plan.scene_types else None)
     best_path = Path(best_configs) if best_configs else (Path(plan.best_configs) if plan.best_configs else None)
@@ -127,7 +131,14 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
 
     written = 0
     bar = tqdm(total=len(jobs), desc="ensemble", unit="video", disable=not progress)
-    if workers <= 1:
+    if ray_address:
+        with ray_connection(ray_address):
+            require_shared_paths(inputs={"predictions folder": str(predictions_root), "dataset": str(data_root)},
+                                 outputs={"submission folder": str(out_dir)})
+            for _, (_, count) in map_tasks(_write_one_video, jobs, key=lambda job: job[1].name):
+                written += count
+                bar.update()
+    elif workers <= 1:
         for job in jobs:
             written += _write_one_video(job)[1]
             bar.update()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -115,17 +115,19 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                   device: str = "auto", skip_bad: bool = False, videos: Sequence[str] | None = None,
                   postprocess: bool = False, progress: bool = True, view: str | None = None,
                   flip: bool = False, scene_type_rules: SceneTypesSection | None = None,
-                  policy: str | Path | None = None) -> Path:
+                  policy: str | Path | None = None, engine: Callable[[], Any] | None = None) -> Path:
     """Run every selected video under ``configs`` (``"20,-10;7.5,-4"`` or pairs) and/or each object's scene-type
     configuration from ``per_type`` (a best_configs.yaml) and/or its learned policy's configuration from ``policy``
     (a policy.yaml; either file works in either place). Types and features come from ``scene_types``: a CSV path, a
     DataFrame, or None = computed with ``scene_type_rules`` (a config's scene_types section). Returns ``out_dir``.
 
     ``view`` stores everything as ``<config_id>@<view>`` (``per_type@<view>``) so another checkpoint can sit beside
-    the base predictions; ``flip`` tracks the mirrored video (the view defaults to ``flip`` then)."""
+    the base predictions; ``flip`` tracks the mirrored video (the view defaults to ``flip`` then). ``engine``
+    returns the engine to use, called only when a video needs running (a Ray worker's, kept across videos:
+    :mod:`masseg_search.inference.distributed`); None builds one with :func:`build_engine`."""
     from tqdm import tqdm
 
-    from masseg_search.model.engine import MultiConfigEngine, check_video
+    from masseg_search.model.engine import check_video
 
     pairs = parse_config_list(configs) if isinstance(configs, str) else [as_knobs(c) for c in (configs or [])]
     if not pairs and per_type is None and policy is None:
@@ -149,9 +151,7 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
         if bests:
             table, source = _object_table(dataset, scene_types, todo, scene_type_rules)
             choosers = {folder: (best, _object_keys(best, table, source), source) for folder, best in bests.items()}
-        device = resolve_device(device)
-        engine = MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device,
-                                   flip=flip)
+        engine = engine() if engine is not None else build_engine(model_config, checkpoint, device, postprocess, flip)
         _write_run_record(out_dir, model_config, checkpoint, pairs, per_type, postprocess, view, flip, policy)
         for name in tqdm(todo, desc="infer", unit="video", disable=not progress):
             video = dataset.video(name)
@@ -182,6 +182,16 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
         for folder in folders:
             write_masks(out_dir, folder, out_dir, dataset, videos=done, progress=progress)
     return out_dir
+
+
+def build_engine(model_config: str, checkpoint: str | Path | None, device: str = "auto", postprocess: bool = False,
+                 flip: bool = False) -> Any:
+    """The multi-configuration engine infer runs: the model built on ``device`` (``auto``: a GPU if one is visible)."""
+    from masseg_search.model.engine import MultiConfigEngine
+
+    device = resolve_device(device)
+    return MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device,
+                             flip=flip)
 
 
 def run_record_path(out_dir: Path, view: str | None = None) -> Path:

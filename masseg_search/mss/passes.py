@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from masseg_search.cluster import LOCAL, absolute, require_shared_paths, start_local_ray
 from masseg_search.data.layout import Dataset, Video, open_dataset, read_mask
 from masseg_search.errors import MassegError
 from masseg_search.evaluation import score_video
@@ -121,19 +122,29 @@ class LocalPassScorer:
 
 
 def connect_ray(address: str) -> Any:
-    """Join the Ray cluster at ``address`` (``local`` starts one here); returns the ray module."""
+    """Join the Ray cluster at ``address`` as the user configured it (``local`` starts one here, on 127.0.0.1
+    only); returns the ray module. The connection stays for the rest of the process (the passes reuse it)."""
     import ray
 
     if not ray.is_initialized():
-        try:
-            if address == "local":
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-            else:
+        if address == LOCAL:
+            start_local_ray(num_cpus=os.cpu_count())
+        else:
+            try:
                 ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise MassegError(f"cannot join the Ray cluster at {address!r} ({exc})",
-                              fix="start it with `ray start --head` (or pass --ray-address local)") from None
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise MassegError(f"cannot join the Ray cluster at {address!r} ({exc})",
+                                  fix="start it with `ray start --head` (or pass --ray-address local)") from None
     return ray
+
+
+def _placement(worker: EnginePassWorker) -> dict[str, Any]:
+    """Where an actor runs: its Ray node id and GPU ids (called inside the actor)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return {"node": context.get_node_id(), "gpus": context.get_accelerator_ids().get("GPU", []),
+            "device": worker.device}
 
 
 class RayPassScorer:
@@ -161,14 +172,19 @@ class RayPassScorer:
                               f"(total {ray.cluster_resources()}, free {free})",
                               fix="stop other Ray jobs on the cluster or add nodes, then rerun (the study resumes)")
         count = min(slots, max_actors or slots)
+        checkpoint, data_root = absolute(checkpoint), absolute(data_root)
+        require_shared_paths(inputs={"dataset (data.root)": data_root, "checkpoint": checkpoint})
         actor_class = ray.remote(EnginePassWorker).options(num_gpus=1 if gpus else 0, num_cpus=1)
-        device = "cuda" if gpus else "cpu"
+        device = "auto" if gpus else "cpu"  # auto: the GPU Ray gave the actor (CPU on a node whose GPUs torch cannot see)
         self.ray = ray
-        self.actors = [actor_class.remote(str(model_config), str(checkpoint) if checkpoint else None,
-                                          str(Path(data_root).resolve()), device, feature_cache_mb, None if gpus else 1,
-                                          max_rows, chunk_by_config)
+        self.actors = [actor_class.remote(str(model_config), checkpoint, data_root, device, feature_cache_mb,
+                                          None if gpus else 1, max_rows, chunk_by_config)
                        for _ in range(count)]
         self.progress = progress
+
+    def placement(self) -> list[dict[str, Any]]:
+        """Each actor's Ray node and the GPUs Ray gave it (for logs and checks)."""
+        return self.ray.get([actor.__ray_call__.remote(_placement) for actor in self.actors])
 
     def close(self) -> None:
         """Stop the actors (frees their CPUs/GPUs on the cluster)."""

@@ -1,10 +1,11 @@
 """The stages of `masseg-search run`, one function each, and the list that chains them (:data:`STAGES`).
 
-Each stage calls the function its own command calls (``run_sweep``, ``tune_mss``, ``run_inference``,
-``select_fusion``, ``run_ensemble``, ``check_submission``, ``evaluate_predictions``, ``build_report``) with the
-resolved config and what earlier stages chose, and returns what it wrote (``outputs``), what it chose (``choices``:
-what later stages read) and the equivalent single commands. The runner (:mod:`masseg_search.pipeline.runner`)
-decides which stages run, records them in ``pipeline.yaml`` and never reads a stage's insides.
+Each stage calls the function its own command calls (``run_sweep``, ``tune_mss``, ``run_inference``: on Ray when
+``infer.ray_address`` or ``RAY_ADDRESS`` names a cluster, ``select_fusion``, ``run_ensemble``, ``check_submission``,
+``evaluate_predictions``, ``build_report``) with the resolved config and what earlier stages chose, and returns
+what it wrote (``outputs``), what it chose (``choices``: what later stages read) and the equivalent single
+commands. The runner (:mod:`masseg_search.pipeline.runner`) decides which stages run, records them in
+``pipeline.yaml`` and never reads a stage's insides.
 
 A stage is a :class:`Stage`: a name, the config keys it reads (its recorded section; a change reruns it), its
 input files (digests), the function, what to clear when its inputs changed (``reset``), and how to tell its
@@ -34,7 +35,8 @@ from masseg_search.ensemble.submission import check_submission
 from masseg_search.errors import MassegError
 from masseg_search.evaluation import evaluate_predictions
 from masseg_search.finetune.sweep import run_sweep
-from masseg_search.inference.infer import PER_TYPE_ID, POLICY_ID, run_inference
+from masseg_search.inference.distributed import run_inference_anywhere
+from masseg_search.inference.infer import PER_TYPE_ID, POLICY_ID
 from masseg_search.mss.studies import open_storage
 from masseg_search.mss.tune import tune_mss
 from masseg_search.pipeline.plan import (
@@ -467,10 +469,11 @@ def run_infer_val(ctx: StageContext) -> StageResult:
         base = view["view"] is None
         pairs = validation_configs(best, heldout) if base else view_configs(best, heldout)
         per_type = tuned["best_configs"] if base else None
-        run_inference(config.model.config, view["checkpoint"], root, out, pairs, split_list=val_list,
-                      per_type=per_type, scene_types=scene_types, scene_type_rules=config.scene_types,
-                      device=config.model.device, postprocess=config.model.postprocess, progress=ctx.progress,
-                      view=view["view"], flip=view["flip"])
+        run_inference_anywhere(config.infer, config.model.config, view["checkpoint"], root, out, pairs,
+                               split_list=val_list, per_type=per_type, scene_types=scene_types,
+                               scene_type_rules=config.scene_types, device=config.model.device,
+                               postprocess=config.model.postprocess, progress=ctx.progress, view=view["view"],
+                               flip=view["flip"])
         view["configs"] = [config_id(knobs, view=view["view"]) for knobs in pairs]
         view["folders"] = view["configs"] + ([view_folder(PER_TYPE_ID, view["view"])] if per_type else [])
         result.commands.append(_infer_command(ctx, root, val_list, view["checkpoint"], pairs, out, view["view"],
@@ -534,10 +537,11 @@ def run_infer_test(ctx: StageContext) -> StageResult:
             per_type, policy = tuned["best_configs"], tuned.get("policy")
         if not pairs and per_type is None:
             continue
-        run_inference(config.model.config, view["checkpoint"], root, out, pairs, split_list=test_list,
-                      per_type=per_type, policy=policy, scene_types=scene_types, scene_type_rules=config.scene_types,
-                      device=config.model.device, postprocess=config.model.postprocess, progress=ctx.progress,
-                      view=view["view"], flip=view["flip"])
+        run_inference_anywhere(config.infer, config.model.config, view["checkpoint"], root, out, pairs,
+                               split_list=test_list, per_type=per_type, policy=policy, scene_types=scene_types,
+                               scene_type_rules=config.scene_types, device=config.model.device,
+                               postprocess=config.model.postprocess, progress=ctx.progress, view=view["view"],
+                               flip=view["flip"])
         view["configs"] = [config_id(knobs, view=view["view"]) for knobs in pairs]
         view["folders"] = view["configs"] + ([view_folder(PER_TYPE_ID, view["view"])] if per_type else []) \
             + ([view_folder(POLICY_ID, view["view"])] if policy else [])

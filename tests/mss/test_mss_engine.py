@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from masseg_search.cli import main
+from masseg_search.cluster import start_local_ray
 from masseg_search.config import load_config
 from masseg_search.data.layout import open_dataset
 from masseg_search.errors import MassegError
@@ -72,7 +73,7 @@ def test_each_slot_scores_like_its_own_run(worker, tiny_dataset):
 @pytest.mark.slow  # starting Ray and two model actors: ~25 s on the shared 2-core machine
 def test_ray_passes_match_local(worker, visible_checkpoint, tiny_dataset, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2)
     try:
         configs = _pass_configs(tiny_dataset)
         remote = RayPassScorer("auto", "tiny64", str(visible_checkpoint), str(tiny_dataset), 64, progress=False)

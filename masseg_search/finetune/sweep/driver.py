@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from masseg_search.cluster import LOCAL, check_fits_a_node, ray_connection, require_shared_paths
 from masseg_search.config import ProjectConfig, SearchDimension, TrainSweepSection
 from masseg_search.errors import MassegError
 from masseg_search.finetune.sweep.space import absolute_paths, is_uri, search_space
@@ -46,29 +47,22 @@ class SweepResult:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, storage: str) -> Iterator[bool]:
+def ray_session(address: str | None, storage: str, inputs: dict[str, str | None] | None = None) -> Iterator[bool]:
     """Start or join Ray for a sweep (reusing a session already running in this process); yields True when the
-    cluster is remote. A local Ray started here is stopped on the way out, so its daemons stop taking CPU and memory
-    once the sweep is over (a later stage of the demo, say) and a CLI exit does not wait on Ray's exit hook."""
-    import ray
-
+    cluster is remote. A local Ray started here listens on 127.0.0.1 only and is stopped on the way out, so its
+    daemons stop taking CPU and memory once the sweep is over (a later stage of the demo, say) and a CLI exit does
+    not wait on Ray's exit hook. On a cluster of several nodes the storage folder and the ``inputs`` (label ->
+    path: the data, the checkpoint) must be visible on every node, checked before any trial starts."""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    remote = address not in (None, "local")
+    remote = address not in (None, LOCAL)
     if remote and not is_uri(storage) and not Path(storage).is_absolute():
         raise MassegError(
             f"a remote Ray cluster ({address}) cannot write to the local relative storage path {storage!r}",
             storage, "set train_sweep.storage to shared storage every node sees (an absolute NFS path or s3://...)")
-    if ray.is_initialized():
+    outputs = {} if is_uri(storage) else {"sweep storage (train_sweep.storage)": str(Path(storage).resolve())}
+    with ray_connection(address, log_to_driver=True):
+        require_shared_paths(inputs={label: path for label, path in (inputs or {}).items() if path}, outputs=outputs)
         yield remote
-        return
-    if remote:
-        ray.init(address=address, log_to_driver=True)
-    else:  # "local": a new Ray of this process, never another user's `ray start` cluster found in /tmp/ray
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
-    try:
-        yield remote
-    finally:
-        ray.shutdown()  # disconnects from a remote cluster; stops the processes of a local one
 
 
 def check_resources(gpus_per_trial: float, cpus_per_trial: float, workers: int = 1) -> None:
@@ -85,6 +79,9 @@ def check_resources(gpus_per_trial: float, cpus_per_trial: float, workers: int =
     if needed_cpus > cpus:
         raise MassegError(f"each trial asks for {needed_cpus:g} CPU(s) but the Ray cluster has {cpus:g}",
                           fix="lower --cpus-per-trial")
+    check_fits_a_node(cpus_per_trial, gpus_per_trial / workers if workers > 1 else gpus_per_trial,
+                      "a trial (or each data-parallel worker of one)", "lower --cpus-per-trial / --gpus-per-trial, "
+                      "or add a node that has them")
 
 
 def run_sweep(
@@ -110,7 +107,10 @@ def run_sweep(
     cpus = section.cpus_per_trial if cpus_per_trial is None else cpus_per_trial
     space = search_space(section.space)
     plan = trial_plan(gpus, cpus, section.workers_per_trial)
-    with ray_session(address, section.storage):
+    checkpoint = config.model.checkpoint
+    inputs = {"dataset (data.root)": str(Path(config.data.root).resolve()),
+              "checkpoint (model.checkpoint)": str(Path(checkpoint).resolve()) if checkpoint else None}
+    with ray_session(address, section.storage, inputs):
         check_resources(gpus, cpus, plan.workers)
         return _run_tuner(config, name, samples, space, plan, gpus, cpus, resume, trainable)
 
