@@ -3,4 +3,5 @@ import sys
 
 from masseg_search.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a forkserver's worker imports the main module (`run`'s process pools)
+    sys.exit(main())

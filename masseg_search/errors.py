@@ -8,6 +8,7 @@ class MassegError(Exception):
     """A user-facing error: what went wrong, where (a path), and how to fix it."""
 
     def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
+        self.message = message
         self.path = Path(path) if path is not None else None
         self.fix = fix
         parts = [f"{path}: {message}" if path is not None else message]

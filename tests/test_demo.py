@@ -13,14 +13,9 @@ import yaml
 from masseg_search.cli import main
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.pipeline.demo import (
-    STAGE_GAINS,
-    check_demo_submission,
-    ensemble_views,
-    object_jf,
-    paired_gains,
-    top_trial_checkpoints,
-)
+from masseg_search.pipeline.demo import ROW_WIDTH, STAGE_GAINS, object_jf, paired_gains
+from masseg_search.pipeline.plan import ensemble_views, top_trial_checkpoints
+from masseg_search.pipeline.stages import check_test_submission as check_demo_submission
 
 QUICK_BUDGET_S = 180  # the bound for --quick on a 2-core CPU
 # The test asserts twice that: it catches budgets that grew, not a CPU shared with other jobs (the wall time is
@@ -143,13 +138,14 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     printed = capsys.readouterr().out
     table = pd.read_csv(out / "demo_table.csv")
     assert list(table["name"]) == ["copy first frame", "untrained", "base", "fine-tuned, SAM2 20/-10",
-                                   "fine-tuned, MASSeg 7.5/-4", "fine-tuned, tuned per type", "ensemble",
+                                   "fine-tuned, MASSeg 7.5/-4", "fine-tuned, tuned per type",
+                                   "fine-tuned, learned policy", "fine-tuned, tuned per type, memory knobs", "ensemble",
                                    "per-video's SAM2 member", "per-video selection"]
     assert table["jf"].between(0, 1).all()
     assert (table["ci_low"] <= table["jf"]).all() and (table["jf"] <= table["ci_high"]).all()
     assert (table["ci_low"] < table["ci_high"]).all()  # a real interval on every row, the ensemble's included
     for row in table.itertuples():  # the printed table is the written one
-        assert f"{row.name:<30} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}]" in printed
+        assert f"{row.name:<{ROW_WIDTH}} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}]" in printed
     # the bundled base tracks: far above a random model and above repeating the first-frame mask
     rows = table.set_index("name")["jf"]
     assert rows["base"] > rows["untrained"] + 0.3
@@ -167,6 +163,10 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     assert len(pd.read_csv(out / "sweeps" / "demo" / "results.csv")) >= 4
     assert (out / "mss" / "val" / "best_configs.yaml").is_file()
     assert (out / "mss" / "val" / "holdout_summary.csv").is_file()
+    assert list(pd.read_csv(out / "mss" / "val" / "policy_comparison.csv")["policy"]) == ["fixed", "per_type", "learned", "oracle"]
+    knob_configs = yaml.safe_load((out / "mss" / "val_knobs" / "best_configs.yaml").read_text())["types"]
+    assert knob_configs  # the memory-knobs study chose per type (admit_score set where it beat the policy off)
+    assert gains.loc["memory knobs (admit_score) vs tuned per type", "against"] == "fine-tuned, tuned per type"
     assert (out / "plans" / "val.yaml").is_file()
     # the ensemble's views (configs/demo.yaml: the mirror, the second best trial, the untuned base imported as
     # another model) were stored and scored on val, with the label-free choices between them
@@ -190,7 +190,7 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
 
 def test_an_interrupted_sweep_stops_the_demo_before_later_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from masseg_search.finetune import sweep as sweep_module
-    from masseg_search.pipeline import demo as demo_module
+    from masseg_search.pipeline import stages as stages_module
     from masseg_search.pipeline.demo import run_demo
 
     def interrupted_sweep(config, name, resume=False, **kwargs):
@@ -198,7 +198,7 @@ def test_an_interrupted_sweep_stops_the_demo_before_later_stages(tmp_path: Path,
         return sweep_module.SweepResult(experiment, experiment / "results.csv", experiment / "results.parquet",
                                         experiment / "checkpoint.pt", 0.5, 4, 2)
 
-    monkeypatch.setattr(demo_module, "run_sweep", interrupted_sweep)
+    monkeypatch.setattr(stages_module, "run_sweep", interrupted_sweep)
     with pytest.raises(MassegError, match="2 unfinished trials") as caught:
         run_demo(tmp_path / "demo", quick=True, progress=False)
     assert "resumes the sweep" in caught.value.fix

@@ -14,8 +14,10 @@ import sys
 from masseg_search import __version__
 from masseg_search.errors import MassegError
 
-# Order is the order in `--help`: the pipeline from data to submission, then the helpers around it.
+# Order is the order in `--help`: the whole pipeline (`run`, `demo`), its stages from data to submission, then the
+# helpers around them.
 COMMAND_MODULES = [
+    "run",
     "demo",
     "data",
     "model",

@@ -6,7 +6,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from masseg_search.config import load_config
+from masseg_search.cli.options import add_config_options, load_args_config
 from masseg_search.data.layout import find_split_list, open_dataset
 from masseg_search.errors import MassegError
 
@@ -23,14 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate a synthetic MOSE-layout dataset (JPEG frames, palette PNGs for every frame, split lists, "
         "metadata/<video>.json). Unset options come from the config's data.synth section. Reruns resume.",
     )
-    synth.add_argument("--out", help="output folder (default: the config's data.root)")
-    synth.add_argument("--videos", type=int, help="number of videos")
-    synth.add_argument("--seed", type=int, help="random seed (same seed, same dataset)")
-    synth.add_argument("--height", type=int, help="frame height in pixels (64 for tests, up to 720)")
-    synth.add_argument("--width", type=int, help="frame width in pixels (up to 1280)")
-    synth.add_argument("--frames", type=int, help="frames per video")
+    synth.add_argument("--out", help="output folder (--set data.root)")
+    synth.add_argument("--videos", type=int, help="number of videos (--set data.synth.videos)")
+    synth.add_argument("--seed", type=int, help="random seed, same seed same dataset (--set data.synth.seed)")
+    synth.add_argument("--height", type=int, help="frame height in pixels, 64 for tests, up to 720 (--set data.synth.height)")
+    synth.add_argument("--width", type=int, help="frame width in pixels, up to 1280 (--set data.synth.width)")
+    synth.add_argument("--frames", type=int, help="frames per video (--set data.synth.frames)")
     synth.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    synth.add_argument("--config", help="project config (default: the embedded demo config)")
+    add_config_options(synth)
     synth.set_defaults(func=_run_synth)
 
     check = data_subparsers.add_parser(
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Writes a CSV to --out (and prints objects per type), or the CSV to stdout without --out.",
     )
     types.add_argument("root", help="dataset root")
-    types.add_argument("--config", help="project config with a scene_types section (default: the demo config)")
+    add_config_options(types)
     _add_selection(types)
     types.add_argument("--out", help="CSV file to write (e.g. results/scene_types/val.csv)")
     types.add_argument("--workers", type=int, default=1, help="threads (default 1)")
@@ -84,33 +84,24 @@ def _split_list(args: argparse.Namespace) -> str | Path | None:
     return None
 
 
+SYNTH_SHORTHANDS = {"out": "data.root", "videos": "data.synth.videos", "seed": "data.synth.seed",
+                    "height": "data.synth.height", "width": "data.synth.width", "frames": "data.synth.frames"}
+
+
 def _run_synth(args: argparse.Namespace) -> int:
     import time
 
     from masseg_search.data.synth import generate_dataset
 
-    config = load_config(args.config)
+    config = load_args_config(args, SYNTH_SHORTHANDS)
     synth = config.data.synth
-    if synth is None and None in (args.videos, args.seed, args.height, args.width, args.frames):
-        raise MassegError("the config has no data.synth section", config.source, "give --videos --seed --height --width --frames")
-
-    def pick(value: int | None, name: str) -> int:
-        """The command-line value, else the config's data.synth value."""
-        return value if value is not None else getattr(synth, name)
-
-    out = args.out or config.data.root
+    if synth is None:
+        raise MassegError("the config has no data.synth section", config.source,
+                          "give --videos --seed --height --width --frames (or --set data.synth.videos=N ...)")
     start = time.perf_counter()
-    root = generate_dataset(
-        out,
-        videos=pick(args.videos, "videos"),
-        seed=pick(args.seed, "seed"),
-        height=pick(args.height, "height"),
-        width=pick(args.width, "width"),
-        frames=pick(args.frames, "frames"),
-        splits=synth.splits if synth is not None else None,
-        workers=args.workers,
-        progress=True,
-    )
+    root = generate_dataset(config.data.root, videos=synth.videos, seed=synth.seed, height=synth.height,
+                            width=synth.width, frames=synth.frames, splits=synth.splits, workers=args.workers,
+                            progress=True)
     import json
 
     summary = json.loads((root / "synth.json").read_text())
@@ -153,7 +144,7 @@ def _run_check(args: argparse.Namespace) -> int:
 def _run_scene_types(args: argparse.Namespace) -> int:
     from masseg_search.data.scene_types import check_rules, save_scene_types, scene_type_table, type_counts
 
-    config = load_config(args.config)
+    config = load_args_config(args)
     check_rules(config.scene_types, config.source)
     dataset = open_dataset(args.root, split_list=_split_list(args))
     table = scene_type_table(dataset, config.scene_types, workers=args.workers, progress=args.out is not None)

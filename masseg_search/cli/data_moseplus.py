@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from masseg_search.config import load_config
+from masseg_search.cli.options import add_config_options, load_args_config
 
 FORMATS = ("davis", "ytvos", "vis", "ovis", "burst")
 
@@ -45,7 +45,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         "select clips by thresholds and quotas, merge them with MOSE train into one root with a list file, and "
         "write before/after distributions. Idempotent; rerun after an interruption to resume.",
     )
-    build.add_argument("--config", required=True, help="project config with a moseplus section (e.g. configs/moseplus.yaml)")
+    add_config_options(build, required=True)
     build.add_argument("--no-check", action="store_true", help="skip `data check` on the merged root")
     build.set_defaults(func=_run_build)
 
@@ -69,7 +69,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 def _run_build(args: argparse.Namespace) -> int:
     from masseg_search.data.moseplus.merge import build_moseplus
 
-    result = build_moseplus(load_config(args.config), check=not args.no_check)
+    result = build_moseplus(load_args_config(args), check=not args.no_check)
     selected = int(result.selection["selected"].sum()) if len(result.selection) else 0
     print(f"MOSE+ root {result.root}: {len(result.videos)} training videos ({selected} selected clips added), "
           f"list {result.train_list}" + (f", held-out list {result.val_list}" if result.val_list else ""))

@@ -57,25 +57,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help='take each video\'s objects from this meta.json ({"videos": {V: {"objects": [ids]}}}), '
                          "as the MOSEv2 scorer does")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--ray-address", help="score the videos as tasks on this Ray cluster instead of --workers "
+                        "processes, for a large split (auto, host:port, or local); --gt and --pred on storage every "
+                        "node sees")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the tables, print the global table."""
+    from masseg_search.cluster.evaluate import evaluate_on_ray
     from masseg_search.evaluation import evaluate_predictions
 
-    result = evaluate_predictions(
-        args.gt,
-        args.pred,
-        split_list=args.split_list,
-        workers=args.workers,
-        allow_missing=args.allow_missing,
-        scene_types=args.scene_types,
-        protocol=args.protocol,
-        progress=not args.no_progress,
-        objects=args.objects,
-        meta=args.meta,
-    )
+    options = {"split_list": args.split_list, "allow_missing": args.allow_missing, "scene_types": args.scene_types,
+               "protocol": args.protocol, "progress": not args.no_progress, "objects": args.objects, "meta": args.meta}
+    if args.ray_address:
+        result = evaluate_on_ray(args.ray_address, args.gt, args.pred, **options)
+    else:
+        result = evaluate_predictions(args.gt, args.pred, workers=args.workers, **options)
     out_dir = result.write(args.out)
     print(result.summary())
     print(f"tables written to {out_dir}")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from masseg_search.config import load_config, resolve_config_path
+from masseg_search.cli.options import add_config_options, load_args_config
+from masseg_search.config import resolve_config_path
 from masseg_search.errors import MassegError
 
 
@@ -18,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "<out>/checkpoints/checkpoint.pt (last) and best.pt ({'model': ..., 'optimizer': ..., 'epoch': ...}, "
         "loadable by `infer`, `tune-mss` and plain SAM2) plus <out>/history.csv.",
     )
-    parser.add_argument("--config", help="project config: a yaml path or a name under configs/ (default: demo)")
+    add_config_options(parser)
     parser.add_argument("--out", help="run folder (default: results/train/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from masseg_search.data.synth import ensure_training_data
     from masseg_search.finetune.loop import LAST_CHECKPOINT, train_run
 
-    config = load_config(args.config)
+    config = load_args_config(args)
     out_dir = Path(args.out) if args.out else Path("results/train") / resolve_config_path(args.config).stem
     last = out_dir / "checkpoints" / LAST_CHECKPOINT
     resume_from = None

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from masseg_search.config import load_config
+from masseg_search.cli.options import add_config_options, load_args_config
+
+SHORTHANDS = {"name": "train_sweep.name", "samples": "train_sweep.samples", "gpus_per_trial": "train_sweep.gpus_per_trial",
+              "cpus_per_trial": "train_sweep.cpus_per_trial"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,12 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the Optuna study train-sweep-<name> in the project's Optuna storage (train_sweep.optuna_storage, else "
         "mss.storage, else sqlite:///studies/val.db), beside the tune-mss studies in optuna-dashboard.",
     )
-    parser.add_argument("--config", help="project config: a yaml path or a name under configs/ (default: demo)")
-    parser.add_argument("--name", help="sweep name (default: train_sweep.name)")
-    parser.add_argument("--samples", type=int, help="number of trials (default: train_sweep.samples)")
-    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default train_sweep.gpus_per_trial); "
+    add_config_options(parser)
+    parser.add_argument("--name", help="sweep name (--set train_sweep.name)")
+    parser.add_argument("--samples", type=int, help="number of trials (--set train_sweep.samples)")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (--set train_sweep.gpus_per_trial); "
                         "a whole number > 1 runs each trial data-parallel, one Ray Train worker per GPU")
-    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (per worker when data-parallel)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial, per worker when data-parallel "
+                        "(--set train_sweep.cpus_per_trial)")
     parser.add_argument("--resume", action="store_true", help="restore the interrupted sweep of this name")
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     parser.set_defaults(func=run)
@@ -36,19 +40,19 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from masseg_search.data.synth import ensure_training_data
-    from masseg_search.finetune.sweep import run_sweep
+    from masseg_search.finetune.sweep import run_sweep, sweep_section
 
-    config = load_config(args.config)
+    config = load_args_config(args, SHORTHANDS)
+    section = sweep_section(config)  # train_sweep: null is an error naming the fix
     ensure_training_data(config)  # from data.synth, not the clip loaders: this driver never needs torch
-    result = run_sweep(config, name=args.name, samples=args.samples, gpus_per_trial=args.gpus_per_trial,
-                       cpus_per_trial=args.cpus_per_trial, resume=args.resume, address=args.address)
+    result = run_sweep(config, resume=args.resume, address=args.address)
     print(f"{result.trials} trials; results table: {result.table_csv} (and {result.table_parquet.name})")
     if result.best_checkpoint is not None:
         print(f"best checkpoint: {result.best_checkpoint} (val J&F {result.best_val_jf:.4f})")
     else:
         print("no trial reported a validation score")
     if result.optuna_storage:
-        print(f"optuna study train-sweep-{args.name or config.train_sweep.name}: "
+        print(f"optuna study train-sweep-{section.name}: "
               f"optuna-dashboard {result.optuna_storage}")
     if result.unfinished:
         print(f"masseg-search: interrupted with {result.unfinished} trial(s) unfinished; finished trials are kept, "

@@ -312,8 +312,16 @@ def split_list_candidates(root: str | Path, split: str) -> list[Path]:
 
 
 def find_split_list(root: str | Path, split: str) -> Path:
-    """The list file of split ``split`` (see :func:`split_list_candidates`); an error names the first candidate."""
+    """The list file of split ``split`` (see :func:`split_list_candidates`); an error names the first candidate.
+    A ``split`` that is itself a list file (a path ending in ``.txt``: SAM2's MOSE val list) is taken as it is
+    (relative to the working folder, else to ROOT)."""
     root = Path(root)
+    given = Path(split)
+    if given.suffix == ".txt":
+        for candidate in (given, root / given):
+            if candidate.is_file():
+                return candidate
+        raise MassegError("split list file not found", given, f"pass an existing list file (one video a line), or a split name under {root}")
     candidates = split_list_candidates(root, split)
     for candidate in candidates:
         if candidate.is_file():

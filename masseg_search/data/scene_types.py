@@ -11,6 +11,10 @@ Features (one row per object):
 - ``color_similarity``: ``exp(-dE / 20)`` for the smallest CIE76 distance ``dE`` between this object's mean Lab
   colour and another object's (1 = same colour, 0 when alone).
 - ``clutter``: Canny edge density of the background in a ring around the object (ring width half its diameter).
+- ``compactness``: ``4 pi area / perimeter^2`` of its outer contours (1 for a disc, near 0 for thin or ragged
+  shapes, whose low-resolution mask SAM2's memory keeps worst).
+- ``background_similarity``: ``exp(-dE / 20)`` for the CIE76 distance ``dE`` between the object's mean Lab colour
+  and that of the background ring of ``clutter`` (1 = camouflaged, 0 without a ring).
 
 Types come from the config's ``scene_types`` section: rules in priority order, the first whose every feature range
 holds wins, otherwise the default type. The same masks and frame always give the same table.
@@ -29,7 +33,8 @@ from masseg_search.config import SceneTypesSection
 from masseg_search.data.layout import VOID_ID, Dataset, atomic_write_bytes, open_dataset, read_frame
 from masseg_search.errors import MassegError
 
-FEATURES = ("area_fraction", "num_objects", "nearest_distance", "neighbors", "contact", "color_similarity", "clutter")
+FEATURES = ("area_fraction", "num_objects", "nearest_distance", "neighbors", "contact", "color_similarity", "clutter",
+            "compactness", "background_similarity")
 KEY_COLUMNS = ("video", "object_id", "scene_type")
 COLOR_SCALE = 20.0  # dE at which the similarity falls to 1/e
 CANNY_LOW, CANNY_HIGH = 50, 150
@@ -76,6 +81,14 @@ def object_features(image: np.ndarray, mask: np.ndarray) -> dict[int, dict[str, 
         within = cv2.distanceTransform((own_crop == 0).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= radius
         ring = within & ~near_objects[y0:y1, x0:x1]
         clutter = float(edges[y0:y1, x0:x1][ring].mean()) if ring.any() else 0.0
+        background_similarity = 0.0
+        if ring.any():
+            ring_pixels = image[y0:y1, x0:x1][ring].astype(np.float32)[:, None, :] / 255.0
+            ring_lab = cv2.cvtColor(ring_pixels, cv2.COLOR_RGB2LAB)[:, 0, :].astype(np.float64).mean(axis=0)
+            background_similarity = float(math.exp(-float(np.linalg.norm(ring_lab - mean_lab[row])) / COLOR_SCALE))
+        contours, _ = cv2.findContours(np.ascontiguousarray(own_crop), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        perimeter = sum(cv2.arcLength(contour, True) for contour in contours)
+        compactness = min(1.0, 4.0 * math.pi * area / perimeter**2) if perimeter > 0 else 1.0
 
         nearest, neighbors, contact, similarity = math.inf, 0, 0.0, 0.0
         others = [j for j in object_ids if j != object_id]
@@ -102,6 +115,8 @@ def object_features(image: np.ndarray, mask: np.ndarray) -> dict[int, dict[str, 
             "contact": contact,
             "color_similarity": similarity,
             "clutter": clutter,
+            "compactness": compactness,
+            "background_similarity": background_similarity,
         }
     return features
 

@@ -8,9 +8,10 @@ map (positive = foreground) at low resolution. Then, per frame, the objects are 
 mask from the dataset's annotation. Methods:
 
 - ``single``: one configuration's logits, unchanged.
-- ``select``: ``single`` with the configuration of the object's scene type in ``best_configs.yaml``, read from
-  that configuration's folder or, failing that, from ``per_type/`` (``infer --per-type``) when it holds the object
-  under that configuration.
+- ``select``: ``single`` with the configuration of the object's scene type in ``best_configs.yaml`` (or, given a
+  learned ``policy.yaml`` in its place, of the leaf its first-frame features in the scene-type CSV lead to), read
+  from that configuration's folder or, failing that, from ``per_type/`` or ``policy/`` (``infer --per-type`` /
+  ``--policy``) when it holds the object under that configuration.
 - ``mean``: weighted mean of the probabilities ``sigmoid(logit)``; score = ``logit(mean)`` (p clipped to
   [1e-6, 1 - 1e-6]; computed as ``2 artanh(mean(tanh(logit / 2)))``), so ``mean`` over one configuration is that
   configuration.
@@ -35,9 +36,10 @@ Plan file (YAML; ``masseg-search ensemble --plan``; ``--select-on val`` writes o
                                  # (objects without a narrower rule)
     configs: [s20_b-10, s7.5_b-4, s10_b-5]   # config ids (s20_b-10@flip: a view); empty or absent = every config in the store
     weights: [0.5, 0.3, 0.2]     # optional, one per config (mean, logit-mean, vote)
-    best_configs: results/mss/val/best_configs.yaml   # needed by select (relative paths: from the working dir)
+    best_configs: results/mss/val/best_configs.yaml   # needed by select (or a policy.yaml; relative paths: from the working dir)
     scene_types: null            # CSV video,object_id,scene_type; better passed per split on the command line
-    per_type:                    # optional: a rule per scene type (--select-on writes select over views this way)
+    per_type:                    # optional: a rule per scene type (a policy's leaf when best_configs is a policy;
+                                 # --select-on writes select over views this way)
       small: {method: vote, configs: [s20_b-10, s7.5_b-4, s10_b-5]}
       crowded: {method: mean, configs: [s38.1_b-9.85, s38.1_b-9.85@flip, s38.1_b-9.85@trial2]}
     per_object:                  # optional: a rule per object, keyed "<video>/<object id>" (wins over the others)
@@ -65,13 +67,16 @@ from masseg_search.ensemble.fuse import PROBABILITY_EPS, FusedVideo, fuse_logits
 from masseg_search.ensemble.plan import (
     CHOICE_METHODS,
     METHODS,
+    PER_OBJECT_FOLDERS,
     PER_TYPE_FOLDER,
+    POLICY_FOLDER,
     FusionPlan,
     FusionRule,
     RuleResolver,
     RuleSpec,
     load_plan,
     load_scene_type_lookup,
+    per_object_folders,
     per_type_views,
     plan_from_dict,
     save_plan,
@@ -87,8 +92,10 @@ from masseg_search.ensemble.submission import (
 from masseg_search.ensemble.write import PARTIAL_PREFIX, EnsembleResult, run_ensemble
 
 __all__ = [
-    "CHOICE_METHODS", "count_choices", "resolve_choices", "METHODS", "PARTIAL_PREFIX", "PER_TYPE_FOLDER", "PROBABILITY_EPS", "EnsembleResult", "FrameRenderer", "FusedVideo",
-    "FusionPlan", "FusionRule", "RuleResolver", "RuleSpec", "fuse_logits", "fuse_video", "load_plan",
-    "load_scene_type_lookup", "per_type_views", "plan_from_dict", "run_ensemble", "save_plan", "select_fusion",
-    "SubmissionReport", "check_submission", "check_submission_report", "video_masks", "write_submission_zip",
+    "CHOICE_METHODS", "METHODS", "PARTIAL_PREFIX", "PER_OBJECT_FOLDERS", "PER_TYPE_FOLDER", "POLICY_FOLDER",
+    "PROBABILITY_EPS", "EnsembleResult", "FrameRenderer", "FusedVideo", "FusionPlan", "FusionRule", "RuleResolver",
+    "RuleSpec", "count_choices", "fuse_logits", "fuse_video", "load_plan", "load_scene_type_lookup",
+    "per_object_folders", "per_type_views", "plan_from_dict", "resolve_choices", "run_ensemble", "save_plan",
+    "select_fusion", "SubmissionReport", "check_submission", "check_submission_report", "video_masks",
+    "write_submission_zip",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from masseg_search.ensemble.plan import CHOICE_METHODS, PER_TYPE_FOLDER, FusionRule
+from masseg_search.ensemble.plan import CHOICE_METHODS, PER_OBJECT_FOLDERS, FusionRule
 from masseg_search.errors import MassegError
 from masseg_search.store import predictions as store
 
@@ -317,28 +317,41 @@ def positive_extents(positive_rows: np.ndarray, positive_cols: np.ndarray) -> np
 
 def load_config_prediction(predictions_root: Path, video: str, config: str, object_ids: list[int],
                            cache: dict[str, store.VideoPrediction] | None) -> store.VideoPrediction:
-    """A video's prediction under ``config``: its own folder, else ``per_type/`` (``per_type@<view>/`` for a config
-    of that view; infer --per-type) when that folder stored these objects under ``config``."""
+    """A video's prediction under ``config``: its own folder, else the first of ``per_type/`` and ``policy/``
+    (``per_type@<view>/``... for a config of that view; infer --per-type / --policy) that stored these objects under
+    ``config``."""
     view = store.config_view(config)
     folder = predictions_root / config / video
-    per_type_folder = store.view_folder(PER_TYPE_FOLDER, view)
-    per_type = predictions_root / per_type_folder / video
-    use_per_type = not (folder / store.META_FILE).is_file() and (per_type / store.META_FILE).is_file()
-    key = per_type_folder if use_per_type else config
-    if cache is not None and key not in cache:
-        cache[key] = store.load_video_prediction(per_type if use_per_type else folder, mmap=True)
-    if cache is not None:
-        prediction = cache[key]
-    else:
-        prediction = store.load_video_prediction(per_type if use_per_type else folder, object_ids, mmap=True)
-    if use_per_type:
+    if (folder / store.META_FILE).is_file():
+        return _cached(cache, config, folder, object_ids)
+    stored_elsewhere = []
+    for name in PER_OBJECT_FOLDERS:
+        per_object_folder = store.view_folder(name, view)
+        path = predictions_root / per_object_folder / video
+        if not (path / store.META_FILE).is_file():
+            continue
+        prediction = _cached(cache, per_object_folder, path, object_ids)
         stored = {i: store.config_id(store.as_knobs(pair), view=view) for i, pair in (prediction.object_configs or {}).items()}
         wrong = [i for i in object_ids if stored.get(i) != config]
-        if wrong:
-            raise MassegError(f"objects {wrong} of {video} are stored under {sorted({stored.get(i) for i in wrong}, key=str)}, "
-                              f"not {config}", per_type, "select with the best_configs.yaml that infer --per-type used, or run "
-                              f"infer --configs with {config}")
-    return prediction
+        if not wrong:
+            return prediction
+        stored_elsewhere.append((path, wrong, sorted({stored.get(i) for i in wrong}, key=str)))
+    if stored_elsewhere:
+        path, wrong, configs = stored_elsewhere[0]
+        raise MassegError(f"objects {wrong} of {video} are stored under {configs}, not {config}", path,
+                          "select with the best_configs.yaml / policy.yaml that infer --per-type / --policy used, or "
+                          f"run infer --configs with {config}")
+    return _cached(cache, config, folder, object_ids)  # missing: load_video_prediction names the folder
+
+
+def _cached(cache: dict[str, store.VideoPrediction] | None, key: str, folder: Path,
+            object_ids: list[int]) -> store.VideoPrediction:
+    """A stored prediction, through ``cache`` (whole video, memory-mapped) when given."""
+    if cache is None:
+        return store.load_video_prediction(folder, object_ids, mmap=True)
+    if key not in cache:
+        cache[key] = store.load_video_prediction(folder, mmap=True)
+    return cache[key]
 
 
 def fuse_video(predictions_root: Path, video: str, rules: dict[int, FusionRule],

@@ -23,6 +23,8 @@ CHOICE_METHODS = {
 METHODS = ("select", "single", "mean", "logit-mean", "vote", "confidence", *CHOICE_METHODS)
 UNWEIGHTED_METHODS = ("select", "single", "confidence", *CHOICE_METHODS)
 PER_TYPE_FOLDER = "per_type"  # infer --per-type: each object under its own scene type's configuration
+POLICY_FOLDER = "policy"  # infer --policy: each object under the configuration a learned policy gives it
+PER_OBJECT_FOLDERS = (PER_TYPE_FOLDER, POLICY_FOLDER)  # store folders whose objects ran under different configs
 
 
 # ----------------------------------------------------------------------------------------------- plan file
@@ -176,19 +178,26 @@ def save_plan(path: str | Path, plan: FusionPlan) -> None:
 # ------------------------------------------------------------------------------------------- rule resolution
 
 
-def per_type_views(predictions_root: str | Path) -> set[str | None]:
-    """The views that have a ``per_type`` folder under ``predictions_root`` (None = the base view's ``per_type/``)."""
+def per_object_folders(predictions_root: str | Path) -> list[str]:
+    """The ``per_type`` / ``policy`` folders (any view, e.g. ``per_type@flip``) under ``predictions_root``, sorted."""
     root = Path(predictions_root)
     if not root.is_dir():
-        return set()
-    return {store.config_view(p.name) for p in root.iterdir()
-            if p.is_dir() and p.name.partition("@")[0] == PER_TYPE_FOLDER}
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.partition("@")[0] in PER_OBJECT_FOLDERS)
 
 
-def load_scene_type_lookup(path: str | Path) -> dict[tuple[str, int], str]:
-    """(video, object_id) -> scene type from a scene-types CSV (columns video, object_id, scene_type)."""
+def per_type_views(predictions_root: str | Path) -> set[str | None]:
+    """The views that have a ``per_type`` or ``policy`` folder under ``predictions_root`` (None = the base view)."""
+    return {store.config_view(name) for name in per_object_folders(predictions_root)}
+
+
+def load_scene_type_lookup(path: str | Path, best: BestConfigs | None = None) -> dict[tuple[str, int], str]:
+    """(video, object_id) -> scene type from a scene-types CSV (columns video, object_id, scene_type); with a
+    learned policy as ``best``, the policy's leaf instead (from the CSV's feature columns), which is what its
+    ``types`` and a plan's ``per_type`` rules then name."""
     table = load_scene_types(path)
-    return {(str(v), int(o)): str(t) for v, o, t in zip(table["video"], table["object_id"], table["scene_type"])}
+    keys = best.object_keys(table, path) if best is not None else [str(t) for t in table["scene_type"]]
+    return {(str(v), int(o)): str(k) for v, o, k in zip(table["video"], table["object_id"], keys)}
 
 
 class RuleResolver:
@@ -198,10 +207,10 @@ class RuleResolver:
                  scene_types: dict[tuple[str, int], str] | None = None, best: BestConfigs | None = None,
                  per_type_stored: bool = False, per_type_views: Iterable[str | None] = (),
                  predictions_root: str | Path | None = None):
-        """``per_type_stored``: ``per_type/`` exists; ``per_type_views``: the views whose ``per_type@<view>/``
-        exists (None = the base view). A config missing from ``available_configs`` is then looked up there when
-        loaded (and refused there if that folder holds the object under another config). ``predictions_root``:
-        where ``available_configs`` were listed, named by the errors."""
+        """``per_type_stored``: ``per_type/`` exists; ``per_type_views``: the views whose ``per_type@<view>/`` or
+        ``policy@<view>/`` exists (None = the base view). A config missing from ``available_configs`` is then looked
+        up there when loaded (and refused there if that folder holds the object under another config).
+        ``predictions_root``: where ``available_configs`` were listed, named by the errors."""
         self.plan, self.available, self.scene_types, self.best = plan, list(available_configs), scene_types, best
         self.predictions_root = Path(predictions_root) if predictions_root is not None else None
         self.per_type_views = set(per_type_views) | ({None} if per_type_stored else set())

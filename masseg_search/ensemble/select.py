@@ -47,12 +47,12 @@ from masseg_search.ensemble.agreement import choose, count_choices, score_member
 from masseg_search.ensemble.fuse import fuse_video
 from masseg_search.ensemble.plan import (
     CHOICE_METHODS,
-    PER_TYPE_FOLDER,
     FusionPlan,
     FusionRule,
     RuleResolver,
     RuleSpec,
     load_scene_type_lookup,
+    per_type_views,
     save_plan,
 )
 from masseg_search.ensemble.render import video_masks
@@ -136,18 +136,25 @@ def _rank_configs(table: dict, configs: list[str], videos: list[str]) -> list[st
 
 
 def _fold_select_rules(path: Path, fold_map: dict[str, list[str]], object_ids: dict[str, list[int]],
-                       available: list[str]) -> dict[str, dict[int, FusionRule]] | None:
-    """Per held-out video, each object's configuration as tune-mss chose it on the other folds (its
-    ``holdout_objects.csv``: fold, video, object_id, chosen_scale, chosen_bias); None when that file is absent or
-    does not cover every scored object with a stored configuration."""
+                       available: list[str], prefix: str = "chosen") -> dict[str, dict[int, FusionRule]] | None:
+    """Per held-out video, each object's configuration as tune-mss chose it on the other folds: ``path`` is its
+    ``holdout_objects.csv`` (``prefix`` ``chosen``) or, selecting with a learned policy, its ``policy_objects.csv``
+    (``prefix`` ``learned``), read from ``<prefix>_config`` (its id, with any memory knobs), or ``<prefix>_scale``
+    and ``<prefix>_bias`` in tables written before the knobs. None when that file is absent or does not cover every
+    scored object with a stored configuration."""
     import pandas as pd
 
     if not path.is_file():
         return None
-    table = pd.read_csv(path, dtype={"video": str})
-    if not {"video", "object_id", "chosen_scale", "chosen_bias"} <= set(table.columns):
+    table = pd.read_csv(path, dtype={"video": str, f"{prefix}_config": str})
+    if f"{prefix}_config" in table.columns:
+        chosen = {(str(video), int(obj)): str(text)
+                  for video, obj, text in zip(table["video"], table["object_id"], table[f"{prefix}_config"])}
+    elif {"video", "object_id", f"{prefix}_scale", f"{prefix}_bias"} <= set(table.columns):
+        chosen = {(str(video), int(obj)): store.config_id(scale, bias) for video, obj, scale, bias
+                  in zip(table["video"], table["object_id"], table[f"{prefix}_scale"], table[f"{prefix}_bias"])}
+    else:
         return None
-    chosen = {(str(r.video), int(r.object_id)): store.config_id(r.chosen_scale, r.chosen_bias) for r in table.itertuples()}
     rules: dict[str, dict[int, FusionRule]] = {}
     for members in fold_map.values():
         for video in members:
@@ -198,12 +205,15 @@ def _spec_with_views(spec: RuleSpec, views: tuple[str, ...]) -> RuleSpec:
     return RuleSpec(rule.method, rule.configs, rule.weights)
 
 
-def _select_plan_with_views(best: Any, views: tuple[str, ...]) -> FusionPlan:
-    """``select`` fused over views, written out as per-scene-type rules (the default config for other types)."""
+def _select_plan_with_views(best: Any, views: tuple[str, ...], best_configs: str | Path | None = None) -> FusionPlan:
+    """``select`` fused over views, written out as per-scene-type rules (the default config for other types). With
+    a learned policy the rules name its leaves, and the plan keeps the policy's path so that applying it sends each
+    object to its leaf."""
     def rule(knobs: store.Knobs) -> RuleSpec:
         return _spec_with_views(RuleSpec("single", (store.config_id(knobs),)), views)
 
-    return FusionPlan(rule(best.default), {scene_type: rule(pair) for scene_type, pair in sorted(best.types.items())})
+    return FusionPlan(rule(best.default), {scene_type: rule(pair) for scene_type, pair in sorted(best.types.items())},
+                      best_configs=str(best_configs) if best.policy is not None else None)
 
 
 def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan: str | Path, split_list: str | Path | None = None,
@@ -231,8 +241,8 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
         raise MassegError("no stored configuration covers every validation video", predictions_root,
                           "run (or resume) `masseg-search infer` on the validation split")
     top_k = max(1, min(top_k, len(complete)))
-    lookup = load_scene_type_lookup(scene_types) if scene_types else None
     best = load_best_configs(best_configs) if best_configs else None
+    lookup = load_scene_type_lookup(scene_types, best) if scene_types else None  # a policy's leaves with a policy
     object_ids = {v: store.load_video_prediction(predictions_root / complete[0] / v, object_ids=[]).object_ids for v in names}
 
     def uniform(rule: FusionRule) -> dict[str, dict[int, FusionRule]]:
@@ -251,12 +261,13 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
     else:
         fold_map, held_out = {"all": list(names)}, False
     if best is not None and lookup is not None:
-        per_type_stored = (predictions_root / PER_TYPE_FOLDER).is_dir()
-        fold_choices = _fold_select_rules(MssResults(Path(folds).parent).holdout_objects, fold_map, object_ids, available) \
-            if held_out else None
+        per_type_stored = None in per_type_views(predictions_root)
+        choices_file, prefix = MssResults(Path(folds).parent).heldout_choices(best.policy is not None) if held_out \
+            else (None, None)
+        fold_choices = _fold_select_rules(choices_file, fold_map, object_ids, available, prefix) if held_out else None
         if fold_choices is not None:
             fixed["select"] = fold_choices
-            notes.append(f"select scored with tune-mss's per-fold choices ({MssResults(Path(folds).parent).holdout_objects.name}): held out")
+            notes.append(f"select scored with tune-mss's per-fold choices ({choices_file.name}): held out")
         else:
             select_plan = FusionPlan(RuleSpec("select"), best_configs=str(best_configs))
             resolver = RuleResolver(select_plan, available, lookup, best, per_type_stored=per_type_stored,
@@ -361,7 +372,7 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
                 add(name + suffix, lambda fold, keys=keys: keys[fold],
                     _spec_with_views(RuleSpec(method, tuple(overall_rank[:count])), view_set))
         if f"select{suffix}" in fixed:  # scored only with best_configs.yaml and scene types
-            plans[f"select{suffix}"] = _select_plan_with_views(best, view_set)
+            plans[f"select{suffix}"] = _select_plan_with_views(best, view_set, best_configs)
             add(f"select{suffix}", lambda fold, key=f"select{suffix}": key,
                 {"method": "select", "configs": [], "views": list(view_set)})
 

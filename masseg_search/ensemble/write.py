@@ -11,17 +11,18 @@ from typing import Any
 
 import yaml
 
+from masseg_search.cluster import map_tasks, ray_connection, require_shared_paths
 from masseg_search.data import layout
 from masseg_search.ensemble.agreement import count_choices, resolve_choices
 from masseg_search.ensemble.fuse import FusedVideo, fuse_video
 from masseg_search.ensemble.plan import (
     CHOICE_METHODS,
-    PER_TYPE_FOLDER,
     FusionPlan,
     FusionRule,
     RuleResolver,
     load_plan,
     load_scene_type_lookup,
+    per_object_folders,
     per_type_views,
 )
 from masseg_search.ensemble.render import video_masks
@@ -97,20 +98,23 @@ def _applied_record(plan: FusionPlan, predictions_root: Path, data_root: Path, s
 def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, data_root: str | Path, out_dir: str | Path,
                  split_list: str | Path | None = None, workers: int = 1, scene_types: str | Path | None = None,
                  best_configs: str | Path | None = None, videos: list[str] | None = None, write_zip: bool = True,
-                 progress: bool = True) -> EnsembleResult:
+                 progress: bool = True, ray_address: str | None = None) -> EnsembleResult:
     """Fuse every video of the split by the plan, write the PNG tree, check it, and zip it when the check passes.
 
-    ``scene_types`` / ``best_configs`` override the plan's. Resumes: finished videos are kept.
+    ``scene_types`` / ``best_configs`` override the plan's. Resumes: finished videos are kept. ``ray_address``
+    fuses and writes the videos as tasks on that Ray cluster (``local``: a Ray started here) instead of ``workers``
+    processes; on several nodes the predictions, the data and ``out_dir`` must be on storage every node sees.
     """
     from tqdm import tqdm
 
     started = time.perf_counter()
-    predictions_root, data_root, out_dir = Path(predictions_root), Path(data_root), Path(out_dir)
+    predictions_root, data_root, out_dir = (Path(path).resolve() if ray_address else Path(path)
+                                            for path in (predictions_root, data_root, out_dir))
     plan = plan if isinstance(plan, FusionPlan) else load_plan(plan)
     scene_types_path = Path(scene_types) if scene_types else (Path(plan.scene_types) if plan.scene_types else None)
     best_path = Path(best_configs) if best_configs else (Path(plan.best_configs) if plan.best_configs else None)
-    lookup = load_scene_type_lookup(scene_types_path) if scene_types_path else None
     best = load_best_configs(best_path) if best_path else None
+    lookup = load_scene_type_lookup(scene_types_path, best) if scene_types_path else None
     if not predictions_root.is_dir():
         raise MassegError("predictions folder not found", predictions_root,
                           "pass --predictions results/predictions/<split> as written by `masseg-search infer`")
@@ -139,7 +143,14 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
 
     written = 0
     bar = tqdm(total=len(jobs), desc="ensemble", unit="video", disable=not progress)
-    if workers <= 1:
+    if ray_address:
+        with ray_connection(ray_address):
+            require_shared_paths(inputs={"predictions folder": str(predictions_root), "dataset": str(data_root)},
+                                 outputs={"submission folder": str(out_dir)})
+            for _, (_, count) in map_tasks(_write_one_video, jobs, key=lambda job: job[1].name):
+                written += count
+                bar.update()
+    elif workers <= 1:
         for job in jobs:
             written += _write_one_video(job)[1]
             bar.update()
@@ -179,7 +190,7 @@ def _write_choices(out_dir: Path, choices: dict[str, dict[int, str]]) -> Path:
 def _stored_object_ids(predictions_root: Path, configs: list[str], video: str) -> list[int]:
     """Object ids of a video: the union over the configs that hold it complete (a clear error if none does)."""
     object_ids: list[int] = []
-    configs = [*configs, *(store.view_folder(PER_TYPE_FOLDER, view) for view in per_type_views(predictions_root))]
+    configs = [*configs, *per_object_folders(predictions_root)]
     for config in configs:
         video_dir = predictions_root / config / video
         if store.is_complete(video_dir):

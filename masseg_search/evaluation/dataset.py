@@ -15,7 +15,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -286,6 +286,7 @@ def evaluate_predictions(
     progress: bool = True,
     objects: str = "official",
     meta: str | Path | None = None,
+    map_jobs: Callable[[Callable[[tuple], VideoScores], list[tuple]], Iterable[VideoScores]] | None = None,
 ) -> EvaluationResult:
     """Score the predicted masks under ``pred_root`` against the ground truth under ``gt_root``.
 
@@ -296,6 +297,8 @@ def evaluate_predictions(
     ``meta``: a ``meta.json`` whose per-video ``objects`` are scored instead (as the MOSEv2 scorer does).
     ``allow_missing``: a missing prediction frame scores as an empty mask, a missing video by the protocol's rule
     (DAVIS: empty masks; MOSEv2: J = F = 0). ``method="plain"`` uses the full-frame reference implementation.
+    ``map_jobs(score, jobs)``, when given, scores the videos instead of ``workers`` processes, yielding each job's
+    scores in order (``masseg_search.cluster.evaluate`` runs them on Ray; this package stays free of it).
     """
     get_protocol(protocol)  # an unknown name fails before any file is read
     if objects not in OBJECT_SETS:
@@ -327,7 +330,11 @@ def evaluate_predictions(
     workers = int(workers) if workers else (os.cpu_count() or 1)
     bar = tqdm(total=len(jobs), desc=f"evaluate ({protocol})", unit="video", disable=not progress)
     video_scores: list[VideoScores] = []
-    if workers > 1 and len(jobs) > 1:
+    if map_jobs is not None:
+        for scores in map_jobs(_score_job, jobs):
+            video_scores.append(scores)
+            bar.update()
+    elif workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             for scores in pool.map(_score_job, jobs):
                 video_scores.append(scores)

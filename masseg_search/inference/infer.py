@@ -4,6 +4,7 @@ Output (the layout of masseg_search/store/predictions.py)::
 
     <out>/<config_id>/<video>/object_<id>.npz + meta.json    one folder per configuration (s20_b-10, s7.5_b-4)
     <out>/per_type/<video>/...                              with --per-type: each object under its type's config
+    <out>/policy/<video>/...                                with --policy: each object under a learned policy's config
     <out>/infer_run.json                                    what produced them (model, checkpoint, configs)
     <out>/<config_id>/Annotations/<video>/<frame>.png       with --save-masks (first frame = the given mask)
     <out>/<config_id>@<view>/..., <out>/per_type@<view>/... with --view NAME (another checkpoint) and/or --flip
@@ -20,16 +21,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from masseg_search.config import load_config
+from masseg_search.config import SceneTypesSection, load_config
 from masseg_search.data.layout import Dataset, atomic_write_bytes, open_dataset, write_mask
 from masseg_search.data.scene_types import load_scene_types, scene_type_table
 from masseg_search.errors import MassegError
 from masseg_search.model.build import build_model, resolve_device
-from masseg_search.store.best_configs import load_best_configs
+from masseg_search.store.best_configs import BestConfigs, load_best_configs
 from masseg_search.store.knobs import Knobs, as_knobs
 from masseg_search.store.predictions import (
     VideoPrediction,
@@ -46,40 +47,50 @@ from masseg_search.store.predictions import (
 logger = logging.getLogger(__name__)
 
 PER_TYPE_ID = "per_type"
+POLICY_ID = "policy"  # infer --policy: each object under the configuration a learned policy gives it
 RUN_FILE = "infer_run.json"
 
 
-def _object_types(dataset: Dataset, scene_types: Any, video_names: list[str]) -> dict[tuple[str, int], str]:
-    """(video, object id) -> scene type, from a CSV path, a DataFrame, or computed with the demo config's rules."""
+def _object_table(dataset: Dataset, scene_types: Any, video_names: list[str],
+                  rules: SceneTypesSection | None = None) -> tuple[Any, str | None]:
+    """The scene-type table (features included) of the videos, and its source for messages: a CSV path, a DataFrame,
+    or computed with ``rules`` (the default config's when None)."""
     import pandas as pd
 
     if isinstance(scene_types, pd.DataFrame):
-        table = scene_types
-    elif scene_types is not None:
-        table = load_scene_types(scene_types)
-    else:
-        subset = Dataset(dataset.root, dataset.image_root, dataset.annotation_root, list(video_names))
-        table = scene_type_table(subset, load_config().scene_types, progress=True)
-    return {(str(row.video), int(row.object_id)): str(row.scene_type) for row in table.itertuples(index=False)}
+        return scene_types, None
+    if scene_types is not None:
+        return load_scene_types(scene_types), str(scene_types)
+    subset = Dataset(dataset.root, dataset.image_root, dataset.annotation_root, list(video_names))
+    return scene_type_table(subset, rules if rules is not None else load_config().scene_types, progress=True), None
 
 
-def _configs_per_object(video: Any, configs: Sequence[Knobs], best: Any,
-                        types: dict[tuple[str, int], str], types_path: Path | None = None) -> tuple[dict[int, list[Knobs]], dict[int, Knobs]]:
-    """Every object's configurations (the shared list plus, with --per-type, its type's) and the per-type choice."""
+def _object_keys(best: BestConfigs, table: Any, source: str | None) -> dict[tuple[str, int], str]:
+    """(video, object id) -> the key ``best`` looks its configuration up by: the scene type, or a policy's leaf."""
+    keys = best.object_keys(table, source)
+    return {(str(video), int(obj)): key for video, obj, key in zip(table["video"], table["object_id"], keys)}
+
+
+def _configs_per_object(video: Any, configs: Sequence[Knobs],
+                        choosers: dict[str, tuple[BestConfigs, dict[tuple[str, int], str], str | None]]
+                        ) -> tuple[dict[int, list[Knobs]], dict[str, dict[int, Knobs]]]:
+    """Every object's configurations (the shared list plus its own choice of each chooser: ``per_type`` for
+    --per-type, ``policy`` for --policy) and, per chooser's folder, each object's choice. A chooser is (best, its
+    key per object, the scene-type CSV they came from)."""
     from masseg_search.model.engine import check_video
 
     checked = check_video(video)
     per_object: dict[int, list[Knobs]] = {}
-    chosen: dict[int, Knobs] = {}
+    chosen: dict[str, dict[int, Knobs]] = {folder: {} for folder in choosers}
     for obj in checked.object_ids:
         pairs = list(configs)
-        if best is not None:
-            scene_type = types.get((video.name, obj))
-            if scene_type is None:
-                raise MassegError(f"video {video.name!r} object {obj} has no scene type in the table", types_path,
+        for folder, (best, keys, source) in choosers.items():
+            key = keys.get((video.name, obj))
+            if key is None:
+                raise MassegError(f"video {video.name!r} object {obj} has no row in the scene-type table", source,
                                   fix="recompute the scene-type CSV for this dataset (masseg-search data scene-types)")
-            chosen[obj] = best.for_type(scene_type)
-            pairs.append(chosen[obj])
+            chosen[folder][obj] = best.for_type(key)
+            pairs.append(chosen[folder][obj])
         per_object[obj] = pairs
     return per_object, chosen
 
@@ -103,21 +114,27 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                   per_type: str | Path | None = None, scene_types: Any = None, save_masks: bool = False,
                   device: str = "auto", skip_bad: bool = False, videos: Sequence[str] | None = None,
                   postprocess: bool = False, progress: bool = True, view: str | None = None,
-                  flip: bool = False) -> Path:
+                  flip: bool = False, scene_type_rules: SceneTypesSection | None = None,
+                  policy: str | Path | None = None, engine: Callable[[], Any] | None = None) -> Path:
     """Run every selected video under ``configs`` (``"20,-10;7.5,-4"`` or pairs) and/or each object's scene-type
-    configuration from ``per_type`` (a best_configs.yaml; types from ``scene_types``: a CSV path, a DataFrame, or
-    None = computed). Returns ``out_dir``.
+    configuration from ``per_type`` (a best_configs.yaml) and/or its learned policy's configuration from ``policy``
+    (a policy.yaml; either file works in either place). Types and features come from ``scene_types``: a CSV path, a
+    DataFrame, or None = computed with ``scene_type_rules`` (a config's scene_types section). Returns ``out_dir``.
 
     ``view`` stores everything as ``<config_id>@<view>`` (``per_type@<view>``) so another checkpoint can sit beside
-    the base predictions; ``flip`` tracks the mirrored video (the view defaults to ``flip`` then)."""
+    the base predictions; ``flip`` tracks the mirrored video (the view defaults to ``flip`` then). ``engine``
+    returns the engine to use, called only when a video needs running (a Ray worker's, kept across videos:
+    :mod:`masseg_search.inference.distributed`); None builds one with :func:`build_engine`."""
     from tqdm import tqdm
 
-    from masseg_search.model.engine import MultiConfigEngine, check_video
+    from masseg_search.model.engine import check_video
 
     pairs = parse_config_list(configs) if isinstance(configs, str) else [as_knobs(c) for c in (configs or [])]
-    if not pairs and per_type is None:
-        raise MassegError("nothing to run: no --configs and no --per-type", fix='pass --configs "20,-10" or --per-type best_configs.yaml')
-    best = load_best_configs(per_type) if per_type is not None else None
+    if not pairs and per_type is None and policy is None:
+        raise MassegError("nothing to run: no --configs, --per-type or --policy",
+                          fix='pass --configs "20,-10", --per-type best_configs.yaml or --policy policy.yaml')
+    chooser_files = {folder: path for folder, path in ((PER_TYPE_ID, per_type), (POLICY_ID, policy)) if path is not None}
+    bests = {folder: load_best_configs(path) for folder, path in chooser_files.items()}
     view = check_view(view) or ("flip" if flip else None)
     dataset = open_dataset(data_root, split_list=split_list)
     names = list(videos) if videos is not None else list(dataset.video_names)
@@ -125,22 +142,22 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     if unknown:
         raise MassegError(f"videos not in the dataset: {unknown[:5]}", data_root, "check the names against the split list")
     out_dir = Path(out_dir)
-    folders = [config_id(knobs, view=view) for knobs in pairs] + ([view_folder(PER_TYPE_ID, view)] if best is not None else [])
+    folders = [config_id(knobs, view=view) for knobs in pairs] + [view_folder(folder, view) for folder in bests]
     todo = [n for n in names if not all(is_complete(out_dir / folder / n) for folder in folders)]
     logger.info("%d of %d videos already done in %s", len(names) - len(todo), len(names), out_dir)
     skipped: list[str] = []
     if todo:
-        types = _object_types(dataset, scene_types, todo) if best is not None else {}
-        types_path = Path(scene_types) if isinstance(scene_types, (str, Path)) else None
-        device = resolve_device(device)
-        engine = MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device,
-                                   flip=flip)
-        _write_run_record(out_dir, model_config, checkpoint, pairs, per_type, postprocess, view, flip)
+        choosers = {}
+        if bests:
+            table, source = _object_table(dataset, scene_types, todo, scene_type_rules)
+            choosers = {folder: (best, _object_keys(best, table, source), source) for folder, best in bests.items()}
+        engine = engine() if engine is not None else build_engine(model_config, checkpoint, device, postprocess, flip)
+        _write_run_record(out_dir, model_config, checkpoint, pairs, per_type, postprocess, view, flip, policy)
         for name in tqdm(todo, desc="infer", unit="video", disable=not progress):
             video = dataset.video(name)
             try:  # input problems (and frames that fail to decode) are MassegErrors naming the video
                 check_video(video)
-                per_object, chosen = _configs_per_object(video, pairs, best, types, types_path)
+                per_object, chosen = _configs_per_object(video, pairs, choosers)
                 results = engine.predict_video(video, per_object)
             except MassegError as exc:
                 if not skip_bad:
@@ -154,10 +171,10 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
                 folder = config_id(knobs, view=view)
                 if not is_complete(out_dir / folder / name):
                     save_video_prediction(out_dir / folder / name, results[config_id(knobs)])
-            if best is not None:
-                merged = _per_type_prediction(results, chosen)
+            for folder, per_object_choice in chosen.items():
+                merged = _per_type_prediction(results, per_object_choice)
                 merged.view, merged.flipped = view, flip
-                save_video_prediction(out_dir / view_folder(PER_TYPE_ID, view) / name, merged)
+                save_video_prediction(out_dir / view_folder(folder, view) / name, merged)
     if skipped:
         logger.warning("skipped %d bad videos: %s", len(skipped), ", ".join(skipped))
     if save_masks:
@@ -167,6 +184,16 @@ def run_inference(model_config: str, checkpoint: str | Path | None, data_root: s
     return out_dir
 
 
+def build_engine(model_config: str, checkpoint: str | Path | None, device: str = "auto", postprocess: bool = False,
+                 flip: bool = False) -> Any:
+    """The multi-configuration engine infer runs: the model built on ``device`` (``auto``: a GPU if one is visible)."""
+    from masseg_search.model.engine import MultiConfigEngine
+
+    device = resolve_device(device)
+    return MultiConfigEngine(build_model(model_config, checkpoint, device=device, postprocess=postprocess), device,
+                             flip=flip)
+
+
 def run_record_path(out_dir: Path, view: str | None = None) -> Path:
     """Where the run record of one view lives: ``infer_run.json`` (base view) or ``infer_run@<view>.json``."""
     view = check_view(view)
@@ -174,12 +201,12 @@ def run_record_path(out_dir: Path, view: str | None = None) -> Path:
 
 
 def _write_run_record(out_dir: Path, model_config: str, checkpoint: Any, pairs: list, per_type: Any, postprocess: bool,
-                      view: str | None = None, flip: bool = False) -> None:
+                      view: str | None = None, flip: bool = False, policy: Any = None) -> None:
     """Record what produces this view of the folder; resuming a view with another model into it is an error
     (results would mix): another model goes under another ``--view``."""
     record = {"model_config": str(model_config), "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
               "configs": [config_id(knobs, view=view) for knobs in pairs], "per_type": str(per_type) if per_type else None,
-              "postprocess": postprocess, "view": view, "flip": flip}
+              "policy": str(policy) if policy else None, "postprocess": postprocess, "view": view, "flip": flip}
     path = run_record_path(out_dir, view)
     if path.is_file():
         previous = json.loads(path.read_text())
@@ -195,7 +222,7 @@ def _write_run_record(out_dir: Path, model_config: str, checkpoint: Any, pairs: 
 
 def write_masks(predictions_root: str | Path, folder: str, out_root: str | Path, dataset: Dataset,
                 videos: Sequence[str] | None = None, progress: bool = False) -> Path:
-    """Video-resolution palette PNGs of one stored configuration (or ``per_type``):
+    """Video-resolution palette PNGs of one stored configuration (or ``per_type`` / ``policy``):
     ``<out_root>/<folder>/Annotations/<video>/<frame>.png``, the first annotated frame being the given mask,
     frames before it empty. Upsampling and merge are SAM2's (bilinear, per pixel the highest logit if above 0)."""
     from tqdm import tqdm

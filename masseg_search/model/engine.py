@@ -177,10 +177,15 @@ class MultiConfigEngine:
     ``flip``: track the horizontally mirrored video (frames and first-frame masks) and mirror the logits back, a
     test-time-augmentation view for the ensemble. Exact as a view: SAM2's square resize (bilinear, antialiased for
     masks) commutes with a horizontal mirror, so the returned logits are in the video's own orientation.
+    ``chunk_by_config``: track each configuration's rows as their own batch (split further by ``max_rows``). Rows
+    are independent in exact arithmetic, but the convolution and matrix kernels pick their paths by batch size, so
+    the same row in a batch of another size differs by float rounding (about 1e-7 in the logits); chunks whose
+    rows do not change give bit-identical results whichever other configurations run (tune-mss pruning).
     """
 
     def __init__(self, model: Any, device: str | torch.device | None = None, max_rows: int | None = None,
-                 logits_dtype: Any = np.float16, fast_modules: bool = True, flip: bool = False):
+                 logits_dtype: Any = np.float16, fast_modules: bool = True, flip: bool = False,
+                 chunk_by_config: bool = False):
         from sam2.sam2_video_predictor import SAM2VideoPredictor
 
         if not isinstance(model, SAM2VideoPredictor):
@@ -194,12 +199,15 @@ class MultiConfigEngine:
         self.max_rows = max_rows
         self.logits_dtype = logits_dtype
         self.flip = bool(flip)
+        self.chunk_by_config = bool(chunk_by_config)
         self.image_size = int(model.image_size)
         self._mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(IMAGE_STD, dtype=torch.float32)[:, None, None]
         self._vision_pos_enc: list[torch.Tensor] | None = None
         self.peak_stored_frames = 0  # most frames held in memory by any row chunk (flat in video length)
         self.peak_stored_bytes = 0  # most bytes of memory features and pointers held at once
+        self.last_rows = 0  # batch rows (object x distinct configuration) of the last video
+        self.row_frames = 0  # rows x frames tracked since the engine was made (the per-row work done)
         # set to a list to record, per row of the last video, {frame: memory frames read} (tests, inspection)
         self.memory_reads: list[dict[int, list[int]]] | None = None
 
@@ -311,19 +319,22 @@ class MultiConfigEngine:
         logits = [np.full((num_frames, low_res, low_res), -1024.0, dtype=self.logits_dtype) for _ in rows]
         scores = [np.full(num_frames, -1024.0, dtype=np.float32) for _ in rows]
         ious = [np.zeros(num_frames, dtype=np.float32) for _ in rows]  # 0 before the first annotated frame
-        chunk_size = self.max_rows or len(rows)
         chunks = []
-        for begin in range(0, len(rows), chunk_size):
-            members = list(range(begin, min(begin + chunk_size, len(rows))))
-            chunks.append(_Chunk(members,
-                                 PerRowValue(torch.tensor([rows[r][1].scale for r in members], dtype=torch.float32, device=self.device)),
-                                 PerRowValue(torch.tensor([rows[r][1].bias for r in members], dtype=torch.float32, device=self.device)),
-                                 RowMemory([resolve_knobs(self.model, rows[r][1]) for r in members])))
+        for group in self._row_groups(rows):
+            chunk_size = self.max_rows or len(group)
+            for begin in range(0, len(group), chunk_size):
+                members = group[begin:begin + chunk_size]
+                chunks.append(_Chunk(members,
+                                     PerRowValue(torch.tensor([rows[r][1].scale for r in members], dtype=torch.float32, device=self.device)),
+                                     PerRowValue(torch.tensor([rows[r][1].bias for r in members], dtype=torch.float32, device=self.device)),
+                                     RowMemory([resolve_knobs(self.model, rows[r][1]) for r in members])))
         mask_inputs = {obj: self._mask_input(checked.first_mask == obj) for obj in checked.object_ids}
         self.peak_stored_frames = self.peak_stored_bytes = 0
         if self.memory_reads is not None:
             self.memory_reads = [{} for _ in rows]
         frames = range(checked.start_frame, num_frames)
+        self.last_rows = len(rows)
+        self.row_frames += len(rows) * len(frames)
         if progress:
             from tqdm import tqdm
 
@@ -400,6 +411,15 @@ class MultiConfigEngine:
             object_score_logits=out["object_score_logits"], is_mask_from_pts=True)
         self._store(chunk, frame_idx, out, is_cond=True)
         return pred_masks, out["object_score_logits"]
+
+    def _row_groups(self, rows: list[tuple[int, Knobs]]) -> list[list[int]]:
+        """Row indices tracked together: all rows, or (``chunk_by_config``) the rows of each configuration."""
+        if not self.chunk_by_config:
+            return [list(range(len(rows)))]
+        groups: dict[str, list[int]] = {}
+        for index, (_, knobs) in enumerate(rows):
+            groups.setdefault(config_id(knobs), []).append(index)
+        return list(groups.values())
 
     @staticmethod
     def _rows(checked: CheckedVideo, configs_per_object: dict[int, list[Any]]) -> list[tuple[int, Knobs]]:

@@ -20,10 +20,11 @@ from optuna.trial import TrialState
 from masseg_search.config import MssSection
 from masseg_search.errors import MassegError
 from masseg_search.mss.search import Config, PassScorer, StopRequest, run_batched_search
-from masseg_search.mss.studies import PARAM_BIAS, PARAM_SCALE, StudyStorage, open_type_studies
+from masseg_search.mss.studies import StudyStorage, knobs_from_params, open_type_studies
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT
+from masseg_search.store.knobs import as_knobs, knobs_id
 
-METHODS = {"chosen": None, "sam2_default": SAM2_DEFAULT, "masseg": MASSEG_BEST}
+METHODS = {"chosen": None, "sam2_default": as_knobs(SAM2_DEFAULT), "masseg": as_knobs(MASSEG_BEST)}
 
 
 @dataclass
@@ -31,7 +32,7 @@ class HoldoutResult:
     """Held-out per-object scores and their summaries."""
 
     folds: list[list[str]]
-    per_object: pd.DataFrame  # fold, video, object_id, scene_type, chosen_scale, chosen_bias, jf_chosen, jf_sam2_default, jf_masseg
+    per_object: pd.DataFrame  # fold, video, object_id, scene_type, chosen_config, chosen_scale, chosen_bias, chosen_from, jf_*
     summary: pd.DataFrame  # scene_type ('all' first), method, jf, ci_low, ci_high, objects, videos
     stopped_early: bool = False
 
@@ -50,13 +51,13 @@ def video_folds(videos: list[str], folds: int, seed: int) -> list[list[str]]:
 
 
 def chosen_configs(studies: dict[str, optuna.Study]) -> dict[str, Config]:
-    """Best finished (scale, bias) of every study that has one."""
+    """Best finished configuration (Knobs) of every study that has one."""
     chosen = {}
     for scene_type, type_study in studies.items():
         complete = type_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if complete:
             best = max(complete, key=lambda trial: trial.value)
-            chosen[scene_type] = (float(best.params[PARAM_SCALE]), float(best.params[PARAM_BIAS]))
+            chosen[scene_type] = knobs_from_params(best.params)
     return chosen
 
 
@@ -90,11 +91,39 @@ def summarize(per_object: pd.DataFrame, samples: int, seed: int) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def score_held_out(held_objects: pd.DataFrame, chosen: dict[str, Config], scorer: PassScorer, fold: int) -> list[dict]:
+    """ONE engine pass over the held-out videos: each object under its type's chosen configuration (SAM2's default
+    for a type the other folds lack), 20/-10 and 7.5/-4.0 side by side; one row per object."""
+    sam2, masseg = METHODS["sam2_default"], METHODS["masseg"]
+    pass_configs: dict[str, dict[int, list[Config]]] = {}
+    for row in held_objects.itertuples(index=False):
+        own = chosen.get(row.scene_type, sam2)
+        pass_configs.setdefault(row.video, {})[int(row.object_id)] = [own, sam2, masseg]
+    scores = scorer(pass_configs)
+    rows = []
+    for row in held_objects.itertuples(index=False):
+        jf = scores[row.video][int(row.object_id)]
+        own = chosen.get(row.scene_type, sam2)
+        rows.append({"fold": fold, "video": row.video, "object_id": int(row.object_id), "scene_type": row.scene_type,
+                     "chosen_config": knobs_id(own), "chosen_scale": own.scale, "chosen_bias": own.bias,
+                     "chosen_from": "search" if row.scene_type in chosen else "default",
+                     "jf_chosen": jf[0], "jf_sam2_default": jf[1], "jf_masseg": jf[2]})
+    return rows
+
+
+def held_out_table(rows: list[dict]) -> pd.DataFrame:
+    """The per-object held-out rows as a table (fixed columns, also when empty)."""
+    return pd.DataFrame(rows, columns=["fold", "video", "object_id", "scene_type", "chosen_config", "chosen_scale",
+                                       "chosen_bias", "chosen_from", "jf_chosen", "jf_sam2_default", "jf_masseg"])
+
+
 def run_holdout(opened: StudyStorage, study: str, objects: pd.DataFrame, scorer: PassScorer, mss: MssSection,
                 folds: int, trials: int, batch: int, sampler: str | None = None, seed: int | None = None,
                 progress: bool = True, stop: StopRequest | None = None,
-                on_fold: Callable[[int, dict[str, optuna.Study]], None] | None = None) -> HoldoutResult:
-    """Tune on F-1 folds and score on the held-out one, for every fold; see the module docstring."""
+                on_fold: Callable[[int, dict[str, optuna.Study]], None] | None = None,
+                pruner: str | None = None) -> HoldoutResult:
+    """Tune on F-1 folds and score on the held-out one, for every fold; see the module docstring. ``pruner``
+    prunes the folds' searches (None = ``mss.pruner``); the held-out pass itself is never pruned."""
     run_seed = mss.seed if seed is None else seed
     fold_videos = video_folds(objects["video"].tolist(), folds, run_seed)
     rows = []
@@ -105,25 +134,13 @@ def run_holdout(opened: StudyStorage, study: str, objects: pd.DataFrame, scorer:
         types = sorted(tune_objects["scene_type"].unique())
         studies = open_type_studies(opened, f"{study}/cv{fold}", types, mss, sampler=sampler, seed=seed)
         report = run_batched_search(studies, opened, tune_objects, scorer, trials, batch, space_mss=mss,
-                                    progress=progress, stop=stop)
+                                    progress=progress, stop=stop, pruner=pruner, seed=seed)
         if on_fold is not None:
             on_fold(fold, studies)
         if report.stopped_early:
             stopped = True
             break
-        chosen = chosen_configs(studies)
-        pass_configs: dict[str, dict[int, list[Config]]] = {}
-        for row in held_objects.itertuples(index=False):
-            own = chosen.get(row.scene_type, SAM2_DEFAULT)
-            pass_configs.setdefault(row.video, {})[int(row.object_id)] = [own, SAM2_DEFAULT, MASSEG_BEST]
-        scores = scorer(pass_configs)
-        for row in held_objects.itertuples(index=False):
-            jf = scores[row.video][int(row.object_id)]
-            own = chosen.get(row.scene_type, SAM2_DEFAULT)
-            rows.append({"fold": fold, "video": row.video, "object_id": int(row.object_id), "scene_type": row.scene_type,
-                         "chosen_scale": own[0], "chosen_bias": own[1], "chosen_from": "search" if row.scene_type in chosen else "default",
-                         "jf_chosen": jf[0], "jf_sam2_default": jf[1], "jf_masseg": jf[2]})
-    per_object = pd.DataFrame(rows, columns=["fold", "video", "object_id", "scene_type", "chosen_scale", "chosen_bias",
-                                             "chosen_from", "jf_chosen", "jf_sam2_default", "jf_masseg"])
+        rows += score_held_out(held_objects, chosen_configs(studies), scorer, fold)
+    per_object = held_out_table(rows)
     summary = summarize(per_object, mss.bootstrap, run_seed) if not per_object.empty else pd.DataFrame()
     return HoldoutResult(fold_videos, per_object, summary, stopped)

@@ -30,19 +30,21 @@ from typing import Iterable
 import numpy as np
 import optuna
 from filelock import FileLock
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
-from masseg_search.config import MssSection, SearchDimension
+from masseg_search.config import KnobDimension, MssSection
 from masseg_search.errors import MassegError
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT
+from masseg_search.store.knobs import Knobs, as_knobs
 
 STUDIES_DIR = Path("studies")
 PARAM_SCALE = "scale"
 PARAM_BIAS = "bias"
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+KNOBS_ATTR = "knobs"  # study user attribute: the knobs the study searches (a resumed study must search the same)
 HEARTBEAT_ATTR = "masseg_heartbeat"  # unix time of the last heartbeat (journal) / of the first one (RDB: the mark)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -172,22 +174,57 @@ def open_storage(url: str | None, study: str, heartbeat_interval: int = 10, grac
 
 
 def search_distributions(mss: MssSection) -> dict[str, BaseDistribution]:
-    """Optuna distributions for (scale, bias) from the config's ranges (log or linear) or choices."""
-    return {PARAM_SCALE: _distribution(mss.scale), PARAM_BIAS: _distribution(mss.bias)}
+    """Optuna distributions of every knob ``mss.space`` searches (scale and bias first): float and int ranges (log
+    or linear, optionally stepped) and categorical choices; TPE samples the mixed space jointly."""
+    return {name: _distribution(dimension) for name, dimension in mss.space.searched().items()}
 
 
-def _distribution(dimension: SearchDimension) -> BaseDistribution:
-    if dimension.choices is not None:
-        return CategoricalDistribution([float(value) for value in dimension.choices])
-    return FloatDistribution(float(dimension.low), float(dimension.high), log=dimension.log)
+def _distribution(dimension: KnobDimension) -> BaseDistribution:
+    if dimension.type == "categorical":
+        return CategoricalDistribution(list(dimension.choices))
+    if dimension.type == "int":
+        return IntDistribution(int(dimension.low), int(dimension.high), log=dimension.log, step=int(dimension.step or 1))
+    return FloatDistribution(float(dimension.low), float(dimension.high), log=dimension.log, step=dimension.step)
 
 
-def _grid_values(dimension: SearchDimension, points: int) -> list[float]:
-    if dimension.choices is not None:
-        return [float(value) for value in dimension.choices]
-    if dimension.log:
-        return [float(v) for v in np.geomspace(dimension.low, dimension.high, points)]
-    return [float(v) for v in np.linspace(dimension.low, dimension.high, points)]
+def grid_values(dimension: KnobDimension, points: int) -> list:
+    """The grid sampler's values (and the learned policy's candidate grid): every choice; a stepped range's every
+    step; an int range's every value when it has at most ``points``; else ``points`` values spaced evenly
+    (geometrically for log), rounded for ints."""
+    if dimension.type == "categorical":
+        return list(dimension.choices)
+    whole = dimension.type == "int"
+    if dimension.step is not None:
+        values = np.arange(dimension.low, dimension.high + dimension.step / 2, dimension.step)
+    elif whole and dimension.high - dimension.low + 1 <= points:
+        values = np.arange(dimension.low, dimension.high + 1)
+    elif dimension.log:
+        values = np.geomspace(dimension.low, dimension.high, points)
+    else:
+        values = np.linspace(dimension.low, dimension.high, points)
+    return sorted({int(round(v)) for v in values}) if whole else [float(v) for v in values]
+
+
+def knobs_from_params(params: dict) -> Knobs:
+    """The configuration a trial's parameters describe (a knob without a parameter is at its default)."""
+    return as_knobs(dict(params))
+
+
+def ask_trial(type_study: optuna.Study, mss: MssSection) -> optuna.Trial:
+    """Ask one trial and suggest every searched knob, define-by-run; an enqueued baseline suggests only scale and
+    bias, so it runs at default knobs (its other knobs are absent from its parameters, not set to some value)."""
+    trial = type_study.ask()
+    distributions = search_distributions(mss)
+    names = [PARAM_SCALE, PARAM_BIAS] if trial.user_attrs.get("baseline") else list(distributions)
+    for name in names:
+        distribution = distributions[name]
+        if isinstance(distribution, CategoricalDistribution):
+            trial.suggest_categorical(name, distribution.choices)
+        elif isinstance(distribution, IntDistribution):
+            trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+        else:
+            trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    return trial
 
 
 def type_seed(seed: int, scene_type: str) -> int:
@@ -198,9 +235,10 @@ def type_seed(seed: int, scene_type: str) -> int:
 def make_sampler(name: str, seed: int, mss: MssSection) -> optuna.samplers.BaseSampler:
     """A seeded sampler: tpe (multivariate, constant liar: good for K trials asked at once), gp, cmaes, random, grid."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        # baselines lack the memory knobs' parameters: those are sampled univariately (no warning each trial)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, warn_independent_sampling=False)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "cmaes":
         import importlib.util
 
@@ -210,7 +248,7 @@ def make_sampler(name: str, seed: int, mss: MssSection) -> optuna.samplers.BaseS
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        grid = {PARAM_SCALE: _grid_values(mss.scale, mss.grid_points), PARAM_BIAS: _grid_values(mss.bias, mss.grid_points)}
+        grid = {name: grid_values(dimension, mss.grid_points) for name, dimension in mss.space.searched().items()}
         return optuna.samplers.GridSampler(grid, seed=seed)
     raise MassegError(f"unknown sampler {name!r}", fix="use one of tpe, gp, cmaes, random, grid")
 
@@ -221,21 +259,30 @@ def type_study_name(study: str, scene_type: str) -> str:
 
 
 def baseline_params() -> list[dict[str, float]]:
-    """SAM2's default (20, -10) and MASSeg's hand-found (7.5, -4.0), enqueued first in every study."""
+    """SAM2's default (20, -10) and MASSeg's hand-found (7.5, -4.0) at default knobs, enqueued first in every study."""
     return [{PARAM_SCALE: SAM2_DEFAULT[0], PARAM_BIAS: SAM2_DEFAULT[1]}, {PARAM_SCALE: MASSEG_BEST[0], PARAM_BIAS: MASSEG_BEST[1]}]
 
 
 def open_type_studies(opened: StudyStorage, study: str, scene_types: Iterable[str], mss: MssSection,
                       sampler: str | None = None, seed: int | None = None) -> dict[str, optuna.Study]:
-    """Create or load ``<study>/<scene_type>`` for every type, seeded, with the two baselines enqueued once."""
+    """Create or load ``<study>/<scene_type>`` for every type, seeded, with the two baselines enqueued once. A study
+    searches the knobs of ``mss.space``; resuming one with other knobs is an error (its trials would not compare)."""
     sampler_name = sampler or mss.sampler
     run_seed = mss.seed if seed is None else seed
     distributions = search_distributions(mss)
     studies = {}
     for scene_type in scene_types:
+        name = type_study_name(study, scene_type)
         type_study = optuna.create_study(
-            storage=opened.storage, study_name=type_study_name(study, scene_type), direction="maximize",
+            storage=opened.storage, study_name=name, direction="maximize",
             sampler=make_sampler(sampler_name, type_seed(run_seed, scene_type), mss), load_if_exists=True)
+        searched = type_study.user_attrs.get(KNOBS_ATTR)
+        if searched is None:
+            type_study.set_user_attr(KNOBS_ATTR, list(distributions))
+        elif list(searched) != list(distributions):
+            raise MassegError(f"study {name!r} searches the knobs {','.join(searched)}, this run asks for "
+                              f"{','.join(distributions)}", opened.url,
+                              f"pass --knobs {','.join(searched)} to resume it, or a new --study name")
         for params in baseline_params():
             if all(distributions[name]._contains(distributions[name].to_internal_repr(value)) for name, value in params.items()):
                 type_study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
@@ -299,13 +346,21 @@ class HeartbeatThread:
 
     def __init__(self, opened: StudyStorage, trial_ids: list[int]):
         self.opened = opened
-        self.trial_ids = list(trial_ids)
+        self.trial_ids = set(trial_ids)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="mss-heartbeat", daemon=True)
 
+    def discard(self, trial_id: int) -> None:
+        """Stop beating for a trial that finished early (pruned)."""
+        with self._lock:
+            self.trial_ids.discard(trial_id)
+
     def _beat(self) -> None:
         while True:
-            record_heartbeat(self.opened, self.trial_ids)
+            with self._lock:
+                alive = sorted(self.trial_ids)
+            record_heartbeat(self.opened, alive)
             if self._stop.wait(self.opened.heartbeat_interval):
                 return
 

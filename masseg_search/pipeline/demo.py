@@ -1,62 +1,47 @@
-"""`masseg-search demo`: the whole pipeline on the bundled synthetic dataset with a tiny SAM2, on a laptop CPU.
+"""`masseg-search demo`: `run` on the bundled synthetic config (``configs/demo.yaml``) with a tiny SAM2 on a laptop
+CPU, plus its closing tables.
 
-Stages (each one the same function its own command calls, so the demo is also their end-to-end test):
+The stages are `run`'s (:data:`masseg_search.pipeline.stages.STAGES`: data synthesis, train-sweep from the bundled
+tiny base checkpoint, tune-mss, inference with the views, the fusion chosen on val, the checked test submission,
+evaluate, report; with ``mss.policy.learn`` tune-mss also learns a policy over first-frame features and
+infer-test runs it: the row "fine-tuned, learned policy"), with two more: ``memory-knobs`` after infer-test
+(``tune-mss --study val_knobs --knobs scale,bias,admit_score`` and its per-type inference on test, :mod:`masseg_search.pipeline.memory_knobs`), and
+``demo-table`` (:data:`DEMO_TABLE_STAGE`) before the report: every setting scored on the synthetic test split with a
+bootstrap interval over videos (``demo_table.csv``), and each stage's gain over the row it improves on
+(STAGE_GAINS) with a paired bootstrap interval over videos (``demo_gains.csv``); with ``ensemble.import_base`` also
+``import-untuned`` and ``per-video`` (:mod:`masseg_search.pipeline.families`: the untuned base imported as another
+model, and the best per-video choice rule applied to test). A new row is a stage that makes
+its predictions (inserted with :func:`~masseg_search.pipeline.stages.insert_stage`) and one more entry in
+:func:`demo_rows`.
 
-1. ``data synth``: a deterministic synthetic MOSE-like dataset (train / val / test lists).
-2. ``train-sweep``: Ray Tune fine-tunes the bundled tiny base checkpoint (it plays the part of SAM2's official
-   checkpoint; ``configs/checkpoints/README.md`` records the command and seed that made it) over loss weights and
-   augmentation probabilities, ASHA stopping the weak trials.
-3. ``tune-mss --study val``: one Optuna study per scene type on the validation split, with the held-out estimate.
-4. ``infer`` on val and test with SAM2's 20/-10, MASSeg's 7.5/-4 and the tuned per-type configurations (one engine
-   pass each), also under the ensemble's views (``ensemble.flip``: the mirrored videos; ``ensemble.trials``: the
-   next best sweep trials' checkpoints; ``ensemble.import_base``: the untuned base's masks imported as another
-   model, :mod:`masseg_search.pipeline.families`), ``ensemble --select-on val`` chooses the fusion, ``ensemble``
-   applies it to test, and ``submission check`` runs on the zip it wrote (a failing check stops the demo with the
-   problems); the best per-video choice rule is applied to test too.
-5. ``evaluate`` every row against the synthetic test ground truth, with a bootstrap interval over videos, and each
-   stage's gain over the row it improves on (STAGE_GAINS) with a paired bootstrap interval over videos.
-
-Everything lands under ``--out`` (default ``results/demo``; ``demo_table.csv`` and ``demo_gains.csv`` at its top,
-read by ``masseg-search report``) and is resumed on a rerun.
+Everything lands under ``--out`` (default ``results/demo``; the two tables at its top, read by ``masseg-search
+report``) and a rerun skips what is done (``pipeline.yaml``), like `run`.
 """
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from masseg_search import PROJECT_ROOT
 from masseg_search.config import ProjectConfig, load_config
-from masseg_search.data.layout import atomic_write_bytes, find_split_list, open_dataset, write_mask
-from masseg_search.data.scene_types import save_scene_types, scene_type_table
-from masseg_search.data.synth import generate_dataset
-from masseg_search.ensemble import FusionPlan, RuleSpec, run_ensemble
-from masseg_search.ensemble.agreement import count_choices, format_choice_counts
-from masseg_search.ensemble.select import select_fusion
-from masseg_search.ensemble.submission import check_submission
+from masseg_search.data.layout import atomic_write_bytes, open_dataset, write_mask
 from masseg_search.errors import MassegError
 from masseg_search.evaluation import evaluate_predictions
-from masseg_search.finetune.sweep import run_sweep
-from masseg_search.inference.infer import run_inference, write_masks
+from masseg_search.inference.infer import PER_TYPE_ID, POLICY_ID, run_inference, write_masks
 from masseg_search.model.build import init_checkpoint
 from masseg_search.mss.holdout import bootstrap_ci
-from masseg_search.pipeline.families import (
-    PER_VIDEO_MEMBER_ROW,
-    PER_VIDEO_ROW,
-    best_choice_plan,
-    import_base_view,
-    member_view,
-)
-from masseg_search.mss.tune import tune_mss
-from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT, load_best_configs
-from masseg_search.store.mss_results import MssResults
-from masseg_search.store.knobs import as_knobs
-from masseg_search.store.predictions import config_id, config_view, parse_config_id
+from masseg_search.pipeline import families, memory_knobs
+from masseg_search.pipeline.plan import resolve_split_list
+from masseg_search.pipeline.runner import run_pipeline
+from masseg_search.pipeline.stages import STAGES, Stage, StageContext, StageResult, insert_stage
+from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT
+from masseg_search.store.predictions import config_id
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +54,14 @@ STAGE_GAINS = (
     ("fine-tuned, MASSeg 7.5/-4", "fine-tuned, SAM2 20/-10", "MASSeg's fixed scaling"),
     ("fine-tuned, tuned per type", "fine-tuned, SAM2 20/-10", "tune-mss per type vs 20/-10"),
     ("fine-tuned, tuned per type", "fine-tuned, MASSeg 7.5/-4", "tune-mss per type vs 7.5/-4"),
+    ("fine-tuned, learned policy", "fine-tuned, tuned per type", "learned policy vs tuned per type"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
-    (PER_VIDEO_ROW, PER_VIDEO_MEMBER_ROW, "per-video vs its SAM2 member"),
-    (PER_VIDEO_ROW, "fine-tuned, tuned per type", "per-video vs tuned per type"),
-    (PER_VIDEO_ROW, "ensemble", "per-video vs ensemble"),
+    (memory_knobs.ROW_NAME, "fine-tuned, tuned per type", "memory knobs (admit_score) vs tuned per type"),
+    (families.PER_VIDEO_ROW, families.PER_VIDEO_MEMBER_ROW, "per-video vs its SAM2 member"),
+    (families.PER_VIDEO_ROW, "fine-tuned, tuned per type", "per-video vs tuned per type"),
+    (families.PER_VIDEO_ROW, "ensemble", "per-video vs ensemble"),
 )
+ROW_WIDTH = 42  # the longest row name, "fine-tuned, tuned per type, memory knobs"
 
 
 @dataclass
@@ -89,31 +77,11 @@ class DemoRow:
     ci_high: float
 
 
-def demo_config(out: Path, quick: bool, config: str | Path | None = None) -> ProjectConfig:
-    """The demo's config (``configs/demo.yaml`` unless given) with every output redirected under ``out``.
-
-    ``quick`` shrinks the budgets (fewer videos, iterations, trials, folds) so the whole demo fits in ~3 minutes.
-    """
-    overrides: dict[str, Any] = {
-        "data.root": str(out / "data"),
-        "train_sweep.storage": str(out / "sweeps"),
-        "mss.results_dir": str(out / "mss"),
-        "mss.storage": f"sqlite:///{out / 'studies' / 'val.db'}",
-        "mss.artifact_dir": str(out / "studies" / "artifacts"),
-    }
-    base = load_config(config)
-    checkpoint = base.model.checkpoint
-    if checkpoint and not Path(checkpoint).is_file() and (PROJECT_ROOT / checkpoint).is_file():
-        overrides["model.checkpoint"] = str(PROJECT_ROOT / checkpoint)  # the bundled base, from any working folder
-    if quick:
-        overrides.update(base_quick_overrides(base))
-    return load_config(config, overrides)
-
-
 def base_quick_overrides(base: ProjectConfig) -> dict[str, Any]:
     """Budgets of ``--quick``: the same stages, smaller."""
+    synth_videos = base.data.synth.videos if base.data.synth is not None else 24
     return {
-        "data.synth.videos": min(base.data.synth.videos, 24),
+        "data.synth.videos": min(synth_videos, 24),
         "train.epochs": min(base.train.epochs, 2),
         "train.iterations_per_epoch": min(base.train.iterations_per_epoch, 8),
         "train_sweep.samples": 4,
@@ -121,6 +89,7 @@ def base_quick_overrides(base: ProjectConfig) -> dict[str, Any]:
         "mss.batch": min(base.mss.batch, 4),
         "mss.cv_folds": 2,
         "mss.bootstrap": 200,
+        "pipeline.report_overlays": False,
     }
 
 
@@ -161,12 +130,6 @@ def paired_gains(objects: dict[str, pd.DataFrame], samples: int, seed: int) -> p
     return pd.DataFrame(rows, columns=["stage", "row", "against", "gain", "ci_low", "ci_high", "objects", "videos"])
 
 
-def _evaluate(gt_root: Path, split_list: Path, masks_root: Path, out_dir: Path) -> Any:
-    result = evaluate_predictions(gt_root, masks_root, split_list=split_list, workers=1, progress=False)
-    result.write(out_dir)
-    return result
-
-
 def copy_first_frame(dataset_root: Path, split_list: Path, out: Path) -> Path:
     """The trivial baseline: every frame gets the first frame's mask (what a tracker that never moves scores)."""
     dataset = open_dataset(dataset_root, split_list=split_list)
@@ -179,232 +142,159 @@ def copy_first_frame(dataset_root: Path, split_list: Path, out: Path) -> Path:
     return out
 
 
-def _step(title: str) -> float:
-    print(f"\n=== {title}", flush=True)
-    return time.perf_counter()
+def _evaluate(gt_root: Path, split_list: Path | None, masks_root: Path, out_dir: Path | None) -> Any:
+    result = evaluate_predictions(gt_root, masks_root, split_list=split_list, workers=1, progress=False)
+    if out_dir is not None:
+        result.write(out_dir)
+    return result
 
 
-def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str | Path | None = None,
-             progress: bool = True) -> pd.DataFrame:
-    """Run the whole pipeline; return (and write ``out/demo_table.csv``) the table of test J&F per setting."""
-    started = time.perf_counter()
-    out = Path(out).resolve()
-    if out.exists() and not out.is_dir():
-        raise MassegError("--out is a file, not a folder", out, "pass a new or existing folder (default results/demo)")
-    cfg = demo_config(out, quick, config)
-    synth = cfg.data.synth
-    if synth is None:
-        raise MassegError("the demo needs data.synth in its config", cfg.source, "keep the data.synth block of configs/demo.yaml")
-    data_root = Path(cfg.data.root)
-    seed = synth.seed
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of the closing table: its name, what it is, and how to get its test masks (an Annotations-style
+    folder); ``evaluation`` is where its scores are written (None: kept in memory, already written elsewhere)."""
 
-    _step(f"1/5 synthetic data: {synth.videos} videos of {synth.frames} frames at {synth.height}x{synth.width}")
-    generate_dataset(data_root, videos=synth.videos, seed=seed, height=synth.height, width=synth.width,
-                     frames=synth.frames, splits=synth.splits)
-    val_list = find_split_list(data_root, cfg.data.val_split)
-    test_list = find_split_list(data_root, cfg.data.test_split)
+    name: str
+    detail: str
+    masks: Callable[[], Path]
+    evaluation: str | None
 
-    sweep_name = cfg.train_sweep.name
-    _step(f"2/5 train-sweep {sweep_name!r}: {cfg.train_sweep.samples} trials x {cfg.train.epochs} epochs x "
-          f"{cfg.train.iterations_per_epoch} iterations (Ray Tune, ASHA)")
-    from ray import tune
 
-    experiment = Path(cfg.train_sweep.storage) / sweep_name
-    resume = tune.Tuner.can_restore(str(experiment))
-    sweep = run_sweep(cfg, name=sweep_name, resume=resume)
-    if sweep.unfinished:  # interrupted (Ctrl-C, kill): later stages must not run on a partial sweep
-        raise MassegError(f"the sweep stopped with {sweep.unfinished} unfinished trials", sweep.experiment_dir,
-                          "rerun the demo with the same --out: it resumes the sweep where it stopped")
-    if sweep.best_checkpoint is None:
-        raise MassegError("the sweep finished without a checkpoint", sweep.experiment_dir, "see the trial logs there")
-    tuned_checkpoint = str(sweep.best_checkpoint)
-    print(f"best trial: val J&F {sweep.best_val_jf:.4f}, checkpoint {tuned_checkpoint}")
-
-    _step(f"3/5 tune-mss --study val: {cfg.mss.trials} trials per scene type, batches of {cfg.mss.batch}, "
-          f"{cfg.mss.cv_folds}-fold held-out estimate")
-    tuned = tune_mss(cfg, study="val", checkpoint=tuned_checkpoint, progress=progress)
-    best_configs_path = MssResults(tuned.out_dir).best_configs
-    best = load_best_configs(best_configs_path)
-    for scene_type, knobs in sorted(best.types.items()):
-        print(f"  {scene_type:<10} {config_id(knobs)}")
-
-    _step("4/5 infer (val + test), choose the fusion on val, ensemble test into a checked submission")
-    # every configuration a candidate fusion can name: the baselines, the final per-type choices, and the per-fold
-    # choices of the held-out estimate (so --select-on scores per-type select held out, not in-sample)
-    pairs = sorted({as_knobs(c) for c in (SAM2_DEFAULT, MASSEG_BEST, *best.types.values(),
-                                          *MssResults(tuned.out_dir).heldout_configs())}, key=config_id)
-    scene_types_dir = out / "scene_types"
-    scene_csv = {split: _scene_types_csv(cfg, data_root, lst, scene_types_dir / f"{split}.csv")
-                 for split, lst in (("val", val_list), ("test", test_list))}
-    predictions = out / "predictions"
-    views = ensemble_views(tuned_checkpoint, top_trial_checkpoints(sweep.table_csv, cfg.ensemble.trials),
-                           cfg.ensemble.flip)
-    if len(views) > 1:
-        print("views: " + ", ".join(view or "base" for view, _, _ in views))
-    # the views run what select needs on val (scored held out); on test only what the chosen plan reads
-    view_pairs = sorted({as_knobs(c) for c in (best.default, *best.types.values(),
-                                               *MssResults(tuned.out_dir).heldout_configs())}, key=config_id)
-    for split, lst in (("val", val_list), ("test", test_list)):
-        run_inference(cfg.model.config, tuned_checkpoint, data_root, predictions / split, pairs, split_list=lst,
-                      per_type=best_configs_path, scene_types=scene_csv[split], device=cfg.model.device, progress=progress)
-    for view, checkpoint, flip in views[1:]:
-        run_inference(cfg.model.config, checkpoint, data_root, predictions / "val", view_pairs, split_list=val_list,
-                      device=cfg.model.device, progress=progress, view=view, flip=flip)
-    # -- second model family (pipeline/families.py): the untuned base's masks imported as view 'untuned'
-    if cfg.ensemble.import_base and cfg.model.checkpoint:
-        import_base_view(cfg.model.config, cfg.model.checkpoint, data_root, out, {"val": val_list, "test": test_list},
-                         view_pairs, device=cfg.model.device, progress=progress)
-    plan_path = out / "plans" / "val.yaml"
-    plan = select_fusion(predictions / "val", data_root, plan_path, split_list=val_list, scene_types=scene_csv["val"],
-                         best_configs=best_configs_path, folds=MssResults(tuned.out_dir).folds_or_none(), top_k=cfg.ensemble.top_k,
-                         progress=progress)
-    needed = plan.needed_configs(best)
-    choice = best_choice_plan(plan) if cfg.ensemble.import_base else None  # -- the best per-video choice rule
-    if choice is not None:
-        print(f"{choice[0]['name']} on val (J&F {choice[0]['jf']:.4f}) chose "
-              f"{format_choice_counts(choice[0]['member_choices'])}")
-        needed = None if needed is None else needed | (choice[1].needed_configs() or set())
-    for view, checkpoint, flip in views[1:]:
-        view_needed = sorted((parse_config_id(c) for c in (needed or []) if config_view(c) == view), key=config_id)
-        if view_needed:
-            run_inference(cfg.model.config, checkpoint, data_root, predictions / "test", view_needed,
-                          split_list=test_list, device=cfg.model.device, progress=progress, view=view, flip=flip)
-    submission = run_ensemble(predictions / "test", plan, data_root, out / "submissions" / "demo", split_list=test_list,
-                              scene_types=scene_csv["test"], best_configs=best_configs_path, progress=progress)
-    check_demo_submission(submission, data_root, test_list)
-    print(f"submission: {submission.zip_path} (submission check: valid)")
-    per_video = per_video_member = None
-    if choice is not None:  # -- the choice rule applied to test: members chosen there, without labels
-        per_video = run_ensemble(predictions / "test", choice[1], data_root, out / "submissions" / "per_video",
-                                 split_list=test_list, progress=progress)
-        check_demo_submission(per_video, data_root, test_list)
-        # its first member (the fine-tuned model's best configuration) alone: what choosing per video adds to it
-        per_video_member = run_ensemble(predictions / "test", FusionPlan(RuleSpec("single", choice[1].default.configs[:1])),
-                                        data_root, out / "submissions" / "per_video_member", split_list=test_list,
-                                        write_zip=False, progress=progress)
-        print(f"{choice[0]['name']} on test chose {format_choice_counts(count_choices(per_video.choices, member_view))}")
-
-    _step("5/5 evaluate every setting on the test split")
-    test_dataset = open_dataset(data_root, split_list=test_list)
+def demo_rows(ctx: StageContext) -> list[RowSpec]:
+    """The closing table's rows, in order: the trivial baseline, the untrained and the base model, the fine-tuned
+    model with 20/-10, 7.5/-4, the per-type choices and (``mss.policy.learn``) the learned policy, and the chosen
+    ensemble (the test submission)."""
+    config, out = ctx.config, ctx.paths.out
+    root, test_list = Path(config.data.test_data_root), resolve_split_list(config.data.test_data_root, config.data.test_split)
+    dataset = open_dataset(root, split_list=test_list)
     masks = out / "masks" / "test"
-    evaluations = out / "evaluations"
+    predictions = ctx.paths.predictions("test")
+    sam2_id = config_id(*SAM2_DEFAULT)
     untrained = out / "checkpoints" / "untrained.pt"
-    if not untrained.is_file():
-        init_checkpoint(cfg.model.config, untrained, seed=seed)
-    baseline_runs = [("untrained", "random init", str(untrained))]
-    if cfg.model.checkpoint:
-        baseline_runs.append(("base", "bundled base checkpoint, before fine-tuning", cfg.model.checkpoint))
-    for name, _, checkpoint in baseline_runs:
-        run_inference(cfg.model.config, checkpoint, data_root, out / "predictions" / f"test_{name}", [SAM2_DEFAULT],
-                      split_list=test_list, device=cfg.model.device, progress=progress)
-    samples = cfg.mss.bootstrap or 1000
-    rows = []
-    objects: dict[str, pd.DataFrame] = {}
 
-    def score(name: str, detail: str, masks_root: Path, evaluation_dir: Path) -> None:
-        result = _evaluate(data_root, test_list, masks_root, evaluation_dir)
-        rows.append(_scores_row(name, detail, result, samples, seed))
-        objects[name] = object_jf(result)
+    def baseline(name: str, checkpoint: Path | str) -> Callable[[], Path]:
+        def make() -> Path:
+            if checkpoint == untrained and not untrained.is_file():
+                init_checkpoint(config.model.config, untrained, seed=config.data.synth.seed if config.data.synth else 0)
+            stored = out / "predictions" / f"test_{name}"
+            run_inference(config.model.config, checkpoint, root, stored, [SAM2_DEFAULT], split_list=test_list,
+                          device=config.model.device, progress=ctx.progress)
+            return write_masks(stored, sam2_id, masks / name, dataset) / "Annotations"
+        return make
 
-    score("copy first frame", "first-frame mask repeated",
-          copy_first_frame(data_root, test_list, masks / "copy_first_frame"), evaluations / "copy_first_frame")
-    sam2_id, masseg_id = config_id(*SAM2_DEFAULT), config_id(*MASSEG_BEST)
-    for name, detail, _ in baseline_runs:
-        pred_root = out / "predictions" / f"test_{name}"
-        score(name, f"{detail}, 20/-10", write_masks(pred_root, sam2_id, masks / name, test_dataset) / "Annotations",
-              evaluations / name)
+    def finetuned(folder: str) -> Callable[[], Path]:
+        return lambda: write_masks(predictions, folder, masks / "finetuned", dataset) / "Annotations"
+
+    rows = [RowSpec("copy first frame", "first-frame mask repeated",
+                    lambda: copy_first_frame(root, test_list, masks / "copy_first_frame"), "copy_first_frame"),
+            RowSpec("untrained", "random init, 20/-10", baseline("untrained", untrained), "untrained")]
+    if config.model.checkpoint:
+        rows.append(RowSpec("base", "bundled base checkpoint, before fine-tuning, 20/-10",
+                            baseline("base", config.model.checkpoint), "base"))
     for name, folder, detail in (("fine-tuned, SAM2 20/-10", sam2_id, "best sweep trial"),
-                                 ("fine-tuned, MASSeg 7.5/-4", masseg_id, "best sweep trial"),
-                                 ("fine-tuned, tuned per type", "per_type", "best_configs.yaml per scene type")):
-        score(name, detail, write_masks(predictions / "test", folder, masks / "finetuned", test_dataset) / "Annotations",
-              evaluations / folder)
-    chosen = (plan.selection or {}).get("chosen", plan.default.method)
-    score("ensemble", f"{chosen}, chosen on val ({plan_path.relative_to(out)})", submission.out_dir,
-          evaluations / "ensemble")
-    if per_video is not None and per_video_member is not None and choice is not None:
-        score(PER_VIDEO_MEMBER_ROW, f"{choice[1].default.configs[0]}, the first member", per_video_member.out_dir,
-              evaluations / "per_video_member")
-        score(PER_VIDEO_ROW, f"{choice[0]['name']} over {', '.join(choice[1].default.configs)}", per_video.out_dir,
-              evaluations / "per_video")
+                                 ("fine-tuned, MASSeg 7.5/-4", config_id(*MASSEG_BEST), "best sweep trial"),
+                                 ("fine-tuned, tuned per type", PER_TYPE_ID, "best_configs.yaml per scene type")):
+        rows.append(RowSpec(name, detail, finetuned(folder), folder))
+    if ctx.choices("tune-mss").get("policy"):  # --- learned policy (tune-mss --policy learned): infer-test's policy/
+        rows.append(RowSpec("fine-tuned, learned policy", "policy.yaml over first-frame features", finetuned(POLICY_ID),
+                            POLICY_ID))
+    knobs = Path(ctx.choices(memory_knobs.STAGE_NAME)["predictions"])
+    rows.append(RowSpec(memory_knobs.ROW_NAME, f"{memory_knobs.KNOBS_STUDY}: {', '.join(memory_knobs.DEMO_KNOBS)} "
+                        "per scene type", lambda: write_masks(knobs, PER_TYPE_ID, masks / "memory_knobs", dataset)
+                        / "Annotations", "per_type_memory_knobs"))
+    chosen = ctx.choices("select")["chosen"]
+    plan = Path(ctx.choices("select")["plan"])
+    rows.append(RowSpec("ensemble", f"{chosen}, chosen on val ({plan.relative_to(out) if plan.is_relative_to(out) else plan})",
+                        lambda: Path(ctx.choices("ensemble")["submission"]), None))
+    per_video = ctx.choices(families.PER_VIDEO_STAGE.name)  # --- with the untuned base imported (pipeline.families)
+    if per_video.get("applied"):
+        rows.append(RowSpec(families.PER_VIDEO_MEMBER_ROW, f"{per_video['members'][0]} alone",
+                            lambda: Path(per_video["member_submission"]), "per_video_member"))
+        rows.append(RowSpec(families.PER_VIDEO_ROW, f"{per_video['rule']} over {', '.join(per_video['members'])}",
+                            lambda: Path(per_video["submission"]), "per_video"))
+    return rows
+
+
+def run_demo_table(ctx: StageContext) -> StageResult:
+    """Score every row of :func:`demo_rows` on the test split; write ``demo_table.csv`` and ``demo_gains.csv``."""
+    config, out = ctx.config, ctx.paths.out
+    if not config.pipeline.test_baselines:
+        raise MassegError("the demo's table needs the baselines inferred on test", config.source,
+                          "set pipeline.test_baselines: true (configs/demo.yaml has it)")
+    root, test_list = Path(config.data.test_data_root), resolve_split_list(config.data.test_data_root, config.data.test_split)
+    samples = config.mss.bootstrap or 1000
+    seed = config.data.synth.seed if config.data.synth else 0
+    rows: list[DemoRow] = []
+    objects: dict[str, pd.DataFrame] = {}
+    for spec in demo_rows(ctx):
+        evaluation = out / "evaluations" / spec.evaluation if spec.evaluation else None
+        result = _evaluate(root, test_list, spec.masks(), evaluation)
+        rows.append(_scores_row(spec.name, spec.detail, result, samples, seed))
+        objects[spec.name] = object_jf(result)
     table = pd.DataFrame([row.__dict__ for row in rows])
     gains = paired_gains(objects, samples, seed)
     atomic_write_bytes(out / TABLE_FILE, table.to_csv(index=False).encode())
     atomic_write_bytes(out / GAINS_FILE, gains.to_csv(index=False).encode())
-    print_table(table, len(test_dataset), time.perf_counter() - started, out, cfg, gains)
+    return StageResult(outputs=[str(out / TABLE_FILE), str(out / GAINS_FILE)],
+                       choices={"rows": {row.name: round(row.jf, 6) for row in rows}})
+
+
+DEMO_TABLE_STAGE = Stage("demo-table", "score every setting on the test split (the demo's closing tables)",
+                         ("model.config", "model.checkpoint", "data.root", "data.test_root", "data.test_split",
+                          "data.synth", "mss.bootstrap", "pipeline.test_baselines"), run_demo_table)
+DEMO_STAGES = insert_stage(insert_stage(STAGES, memory_knobs.MEMORY_KNOBS_STAGE, after="infer-test"), DEMO_TABLE_STAGE,
+                           before="report")
+DEMO_STAGES = insert_stage(insert_stage(DEMO_STAGES, families.IMPORT_UNTUNED_STAGE, after="infer-val"),
+                           families.PER_VIDEO_STAGE, after="ensemble")
+
+
+def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str | Path | None = None,
+             progress: bool = True, overrides: dict[str, Any] | None = None) -> pd.DataFrame:
+    """`run` on the demo config (``configs/demo.yaml`` unless given) into ``out`` with the demo's table stage;
+    print and return the table of test J&F per setting (``out/demo_table.csv``). ``quick`` shrinks the budgets
+    (fewer videos, iterations, trials, folds) so the whole demo fits in about 3 minutes."""
+    started = time.perf_counter()
+    base = load_config(config)
+    if base.data.synth is None:
+        raise MassegError("the demo needs data.synth in its config", base.source, "keep the data.synth block of configs/demo.yaml")
+    values = {**(base_quick_overrides(base) if quick else {}), **(overrides or {})}
+    invocation = " ".join(["masseg-search demo", "--out", str(out), *(["--quick"] if quick else []),
+                           *(["--config", str(config)] if config else []),
+                           *(f"--set {key}={value}" for key, value in (overrides or {}).items())])
+    result = run_pipeline(config, values, out=out, stages=DEMO_STAGES, progress=progress, invocation=invocation)
+    table = pd.read_csv(result.out / TABLE_FILE)
+    gains = pd.read_csv(result.out / GAINS_FILE)
+    cfg = result.config
+    videos = len(open_dataset(cfg.data.test_data_root, split_list=resolve_split_list(cfg.data.test_data_root, cfg.data.test_split)))
+    print_table(table, videos, time.perf_counter() - started, result.out, cfg, gains)
     return table
-
-
-def check_demo_submission(submission: Any, data_root: Path, test_list: Path) -> None:
-    """``submission check`` on the zip the ensemble wrote, as the scorer reads it; a MassegError listing the
-    problems when the ensemble's own check refused to zip or the zip does not pass."""
-    dataset = open_dataset(data_root, split_list=test_list)
-    problems = list(submission.problems)
-    if submission.zip_path is None or not Path(submission.zip_path).is_file():
-        problems = problems or ["no zip was written"]
-    else:
-        problems = check_submission(submission.zip_path, dataset.image_root, dataset.annotation_root,
-                                    videos=list(dataset.video_names))
-    if problems:
-        shown = "; ".join(str(problem) for problem in problems[:5])
-        raise MassegError(f"the demo's test submission fails the submission check ({len(problems)} problems: {shown})",
-                          submission.zip_path or submission.out_dir,
-                          "rerun the demo into an empty --out folder; report it as a bug if it persists")
-
-
-def top_trial_checkpoints(table_csv: str | Path, count: int) -> list[str]:
-    """The checkpoints of the ``count`` sweep trials with the best validation J&F, best first (trials without a
-    checkpoint are skipped)."""
-    table = pd.read_csv(table_csv)
-    table = table[table["checkpoint"].notna() & table["best_val_jf"].notna()]
-    table = table.sort_values(["best_val_jf", "trial_id"], ascending=[False, True], kind="stable")
-    return [str(path) for path in table["checkpoint"].head(count)]
-
-
-def ensemble_views(best_checkpoint: str, ranked: list[str], flip: bool) -> list[tuple[str | None, str, bool]]:
-    """(view, checkpoint, mirrored) for every view the demo infers: the best trial as the base view, ``flip`` its
-    mirrored videos, and ``trial<k>`` (``trial<k>.flip``) the k-th best trial's checkpoint."""
-    views: list[tuple[str | None, str, bool]] = [(None, best_checkpoint, False)]
-    if flip:
-        views.append(("flip", best_checkpoint, True))
-    others = [path for path in ranked if Path(path).resolve() != Path(best_checkpoint).resolve()]
-    for rank, checkpoint in enumerate(others[: max(len(ranked) - 1, 0)], start=2):
-        views.append((f"trial{rank}", checkpoint, False))
-        if flip:
-            views.append((f"trial{rank}.flip", checkpoint, True))
-    return views
-
-
-
-def _scene_types_csv(cfg: ProjectConfig, data_root: Path, split_list: Path, path: Path) -> Path:
-    """Scene types of one split's objects (first frames only), written once."""
-    if not path.is_file():
-        save_scene_types(scene_type_table(open_dataset(data_root, split_list=split_list), cfg.scene_types), path)
-    return path
 
 
 def print_table(table: pd.DataFrame, videos: int, seconds: float, out: Path, cfg: ProjectConfig,
                 gains: pd.DataFrame | None = None) -> None:
     """The closing table, each stage's paired gain, and the commands that open the dashboard and the report."""
     print(f"\nTest split: {videos} synthetic videos, J&F with a 95% bootstrap interval over videos")
-    print(f"{'setting':<30} {'J&F':>7} {'95% CI':>17} {'J':>7} {'F':>7}")
+    print(f"{'setting':<{ROW_WIDTH}} {'J&F':>7} {'95% CI':>17} {'J':>7} {'F':>7}")
     for row in table.itertuples():
-        print(f"{row.name:<30} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] {row.j:7.4f} {row.f:7.4f}")
+        print(f"{row.name:<{ROW_WIDTH}} {row.jf:7.4f}   [{row.ci_low:.3f}, {row.ci_high:.3f}] {row.j:7.4f} {row.f:7.4f}")
     if gains is not None and len(gains):
         print("\nEach stage's gain on the same test objects (paired bootstrap 95% interval over videos; "
               "an interval excluding 0 is measured, one straddling 0 is not)")
-        print(f"{'stage':<30} {'gain':>8} {'95% CI':>19}")
+        print(f"{'stage':<{ROW_WIDTH}} {'gain':>8} {'95% CI':>19}")
         for row in gains.itertuples():
             verdict = "measured" if row.ci_low > 0 or row.ci_high < 0 else "within noise"
-            print(f"{row.stage:<30} {row.gain:+8.4f}   [{row.ci_low:+.3f}, {row.ci_high:+.3f}]  {verdict}")
+            print(f"{row.stage:<{ROW_WIDTH}} {row.gain:+8.4f}   [{row.ci_low:+.3f}, {row.ci_high:+.3f}]  {verdict}")
     print(f"\ndemo finished in {seconds / 60:.1f} min; everything is under {out}")
     print(f"Optuna dashboard: {_script('optuna-dashboard')} {cfg.mss.storage} --artifact-dir {cfg.mss.artifact_dir}")
-    print(f"HTML report:      {_script('masseg-search')} report {out} --data {cfg.data.root}")
+    page = out / "report.html"
+    if cfg.pipeline.report and page.is_file():
+        print(f"HTML report:      file://{page} (remake it: {_script('masseg-search')} report {out})")
+    else:
+        print(f"HTML report:      {_script('masseg-search')} report {out}")
 
 
 def _script(name: str) -> str:
     """The console script beside this interpreter (``.venv/bin/<name>``), so the printed command works from any
     working folder; the bare name when it is not there."""
-    import sys
-
     path = Path(sys.executable).parent / name
     return str(path) if path.is_file() else name

@@ -38,6 +38,7 @@ from masseg_search.report.read import (
     read_sweep,
 )
 from masseg_search.store.best_configs import MASSEG_BEST, SAM2_DEFAULT
+from masseg_search.store.mss_results import MssResults
 
 SWEEPS_DIR, MSS_DIR = "sweeps", "mss"
 WORST_VIDEOS = 3
@@ -234,6 +235,56 @@ def _per_type_rows(study: MssStudy) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
+def _policy_part(study: MssStudy, figures: Figures) -> list[str]:
+    """``tune-mss --policy learned``: the rules, every policy's held-out J&F and the paired gains, the study's plot."""
+    comparison, policy = study.policy_comparison, study.policy
+    if comparison is None and policy is None:
+        return []
+    parts = ["<h4>Learned policy</h4>",
+             "<p>A shallow tree over first-frame features chooses each object's (scale, bias); it is compared on the "
+             "held-out folds with one fixed configuration (fixed), the hand-written scene types tuned per type "
+             "(per_type: the held-out result above) and each object's best candidate (oracle: the upper bound, "
+             "never a result). Every policy is fit on the other folds only; intervals are 95% bootstrap over "
+             "videos, gains are paired on the same objects.</p>"]
+    if policy is not None:
+        items = "".join(f"<li><code>{html.escape(rule.leaf)}</code>: {html.escape(rule.text())} "
+                        f"({rule.objects} objects)</li>" for rule in policy.rules)
+        parts.append(f"<p>Rules of the final policy (depth {policy.depth}, fit on every validation object; "
+                     f"<code>policy.yaml</code>, usable wherever best_configs.yaml is):</p><ol>{items}</ol>")
+    if comparison is not None:
+        names = [f"{name} (upper bound)" if name == "oracle" else name for name in comparison["policy"]]
+        parts.append(_figure(plot_intervals(names, list(comparison["heldout_jf"]), list(comparison["ci_low"]),
+                                            list(comparison["ci_high"]), f"{study.name}: held-out J&F per policy", "J&F",
+                                            figures, f"mss_{safe_filename(study.name)}_policy_jf.png"),
+                             "held-out J&F of every policy with its 95% bootstrap interval over videos"))
+        rows = comparison.set_index("policy")
+        gains = [(f"{name} over {against}", rows.loc[name, f"gain_over_{against}"],
+                  rows.loc[name, f"gain_over_{against}_ci_low"], rows.loc[name, f"gain_over_{against}_ci_high"])
+                 for name, against in (("learned", "fixed"), ("learned", "per_type"), ("per_type", "fixed"),
+                                       ("oracle", "per_type")) if name in rows.index]
+        if gains:
+            labels, values, lows, highs = (list(column) for column in zip(*gains))
+            labels = [f"{label} (upper bound)" if label.startswith("oracle") else label for label in labels]
+            parts.append(_figure(plot_intervals(labels, values, lows, highs, f"{study.name}: paired held-out gains",
+                                                "J&F gain", figures, f"mss_{safe_filename(study.name)}_policy_gains.png",
+                                                zero_line=True),
+                                 "paired held-out gains (green: measured gain, red: measured loss, grey: within noise)"))
+        shown = pd.DataFrame({"policy": comparison["policy"]})
+        shown["held-out J&F [95% CI]"] = _interval(comparison.rename(columns={"ci_low": "heldout_jf_ci_low",
+                                                                              "ci_high": "heldout_jf_ci_high"}), "heldout_jf")
+        for column, title in (("gain_over_fixed", "gain over fixed"), ("gain_over_per_type", "gain over per_type")):
+            shown[title] = _interval(comparison, column)
+        for column in ("objects", "videos", "note"):
+            if column in comparison:
+                shown[column] = comparison[column].fillna("")
+        parts.append(_table_html(shown))
+    plot = MssResults(study.path).policy_plot
+    if plot.is_file():
+        parts.append(_figure(figures.copy(plot, f"mss_{safe_filename(study.name)}/{plot.name}"),
+                             f"{study.name}: the learned rules beside the held-out J&F and gains (tune-mss)"))
+    return parts
+
+
 def _mss_section(results_dir: Path, figures: Figures) -> str:
     root = results_dir / MSS_DIR
     study_dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -246,7 +297,8 @@ def _mss_section(results_dir: Path, figures: Figures) -> str:
         if study.trials is not None and not study.trials.empty:
             parts.append(_figure(plot_mss_landscape(study, figures),
                                  "J&F over (scale, bias) per scene type: star = chosen, square = SAM2 20/-10, "
-                                 "diamond = MASSeg 7.5/-4.0"))
+                                 "diamond = MASSeg 7.5/-4.0; each title names the knobs that mattered most (Optuna "
+                                 "parameter importances; the study's importance and slices plots below show all)"))
         else:
             parts.append(_missing("No trials table (a trials CSV with scene_type, scale, bias and J&F columns)."))
         per_type = _per_type_rows(study)
@@ -259,6 +311,7 @@ def _mss_section(results_dir: Path, figures: Figures) -> str:
             parts.append(_table_html(per_type))
         else:
             parts.append(_missing(f"No per_type.csv or best_configs.yaml in <code>{html.escape(str(study.path))}</code>."))
+        parts += _policy_part(study, figures)
         large = []
         for name, table in study.tables.items():
             if name == "per_type.csv":

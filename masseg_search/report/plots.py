@@ -96,8 +96,25 @@ def plot_sweep_parameters(sweep: Sweep, best: pd.Series, stopped: pd.Series, fig
     return figures.save(figure, f"sweep_{safe_filename(sweep.name)}_parameters.png")
 
 
+def mattered_text(study: MssStudy, scene_type: str, top: int = 3) -> str:
+    """The knobs that mattered for a scene type (tune-mss's importance.csv, PED-ANOVA shares), as a title line:
+    ``\nmattered: admit_score 0.45, bias 0.27, scale 0.24`` plus a warning below 10 complete trials; '' without
+    the table."""
+    table = study.tables.get("importance.csv")
+    if table is None or not {"scene_type", "knob", "importance"} <= set(table.columns):
+        return ""
+    rows = table[table["scene_type"].astype(str) == scene_type].sort_values("importance", ascending=False)
+    if rows.empty:
+        return ""
+    text = "\nmattered: " + ", ".join(f"{row.knob} {row.importance:.2f}" for row in rows.head(top).itertuples())
+    if "reliable" in rows and not rows["reliable"].astype(str).isin(["True", "true", "1"]).all():
+        text += " (too few trials to trust)"
+    return text
+
+
 def plot_mss_landscape(study: MssStudy, figures: Figures) -> str:
-    """Per scene type: trials over (scale, bias) coloured by J&F, the chosen point and the two fixed baselines."""
+    """Per scene type: trials over (scale, bias) coloured by J&F, the chosen point and the two fixed baselines; the
+    title names the knobs that mattered most (importance.csv, when the study searched memory knobs too)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -122,7 +139,7 @@ def plot_mss_landscape(study: MssStudy, figures: Figures) -> str:
         axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("sigmoid scale (log)")
         axis.set_ylabel("sigmoid bias")
-        axis.set_title(f"{scene_type} ({len(trials)} trials)")
+        axis.set_title(f"{scene_type} ({len(trials)} trials){mattered_text(study, scene_type)}", fontsize=8)
         figure.colorbar(points, ax=axis, label="J&F")
     for axis in list(axes.flat)[len(types):]:
         axis.set_visible(False)

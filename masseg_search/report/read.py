@@ -10,6 +10,8 @@ import pandas as pd
 
 from masseg_search.errors import MassegError
 from masseg_search.store.best_configs import BestConfigs, load_best_configs
+from masseg_search.store.mss_results import MssResults
+from masseg_search.store.policy import Policy, load_policy
 
 ENSEMBLE_FOLDERS = ("plans", "submissions", "ensemble")
 # Column names the stages write; the first present wins.
@@ -147,13 +149,33 @@ class MssStudy:
     trials_path: Path | None = None
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
+    policy: Policy | None = None  # tune-mss --policy learned: the learned policy
+    policy_comparison: pd.DataFrame | None = None  # its held-out comparison (policy, heldout_jf, ci_low, ...)
+
+
+POLICY_COMPARISON_COLUMNS = ("policy", "heldout_jf", "ci_low", "ci_high", "gain_over_fixed", "gain_over_fixed_ci_low",
+                             "gain_over_fixed_ci_high", "gain_over_per_type", "gain_over_per_type_ci_low",
+                             "gain_over_per_type_ci_high")
 
 
 def read_mss_study(path: Path) -> MssStudy:
-    """Read ``mss/<study>/``: best_configs.yaml, the trials CSV (scene type, scale, bias, J&F) and other CSVs."""
+    """Read ``mss/<study>/``: best_configs.yaml, the trials CSV (scene type, scale, bias, J&F) and other CSVs, and
+    the learned policy with its comparison when ``tune-mss --policy learned`` wrote them."""
     study = MssStudy(path.name, path)
-    if (path / "best_configs.yaml").is_file():
-        study.best = load_best_configs(path / "best_configs.yaml")
+    results = MssResults(path)
+    if results.best_configs.is_file():
+        study.best = load_best_configs(results.best_configs)
+    if results.policy.is_file():
+        study.policy = load_policy(results.policy)
+    if results.policy_comparison.is_file():
+        comparison = read_table(results.policy_comparison)
+        missing = [column for column in POLICY_COMPARISON_COLUMNS if column not in comparison]
+        if missing:
+            raise MassegError(f"policy comparison has no columns {missing}", results.policy_comparison,
+                              "rerun `masseg-search tune-mss --policy learned`")
+        for column in POLICY_COMPARISON_COLUMNS[1:]:
+            comparison[column] = numeric_column(comparison, column, results.policy_comparison)
+        study.policy_comparison = comparison
     for csv_path in sorted(path.glob("*.csv")):
         table = read_table(csv_path)
         scale, bias = first_present(table.columns, SCALE_COLUMNS), first_present(table.columns, BIAS_COLUMNS)
@@ -165,10 +187,12 @@ def read_mss_study(path: Path) -> MssStudy:
             study.trials = pd.DataFrame({
                 "scene_type": table[scene_type].astype(str), "scale": numeric_column(table, scale, csv_path),
                 "bias": numeric_column(table, bias, csv_path), "jf": numeric_column(table, metric, csv_path)}).dropna()
-        else:
+        elif csv_path.name != results.policy_comparison.name:
             study.tables[csv_path.name] = table
-    # The study's own landscapes are replaced by the report's (one colour scale, the chosen point marked).
-    study.plots = sorted(p for p in path.glob("*.png") if not p.name.startswith("landscape_"))
+    # The study's own landscapes are replaced by the report's (one colour scale, the chosen point marked); the
+    # policy's plot is shown with the policy.
+    study.plots = sorted(p for p in path.glob("*.png")
+                         if not p.name.startswith("landscape_") and p.name != results.policy_plot.name)
     return study
 
 

@@ -1,6 +1,11 @@
 """`best_configs.yaml`: the configuration (scale, bias and any memory knobs, see store.knobs) chosen per scene type
 by tune-mss, read by infer and ensemble.
 
+:func:`load_best_configs` also reads a learned policy (``policy.yaml``, :mod:`masseg_search.store.policy`): its
+leaves then play the part of scene types (``types`` maps each leaf to its configuration) and
+:meth:`BestConfigs.object_keys` sends each object to its leaf by its first-frame features instead of its scene type,
+so every stage that takes a best_configs.yaml takes a policy the same way.
+
 Format::
 
     study: val
@@ -17,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
-from masseg_search.store.knobs import KNOB_FIELDS, Knobs
+from masseg_search.store.knobs import KNOB_FIELDS, Knobs, knobs_from_entry
+from masseg_search.store.policy import Policy, is_policy_data, policy_from_dict
 
 SAM2_DEFAULT = (20.0, -10.0)
 MASSEG_BEST = (7.5, -4.0)
@@ -37,14 +44,32 @@ class BestConfigs:
     study: str | None = None
     model_config: str | None = None
     checkpoint: str | None = None
+    policy: Policy | None = None  # set when read from a policy.yaml: ``types`` are then its leaves
 
     def __post_init__(self) -> None:
         self.types = {name: _as_knobs(config) for name, config in self.types.items()}
         self.default = _as_knobs(self.default)
 
     def for_type(self, scene_type: str) -> Knobs:
-        """The configuration for ``scene_type`` (the default if the study had none)."""
+        """The configuration for ``scene_type`` (or a policy's leaf; the default if there is none)."""
         return self.types.get(scene_type, self.default)
+
+    def object_keys(self, table: pd.DataFrame, source: str | Path | None = None) -> list[str]:
+        """Per row of a scene-type table, the key :meth:`for_type` takes: the scene type, or a policy's leaf."""
+        if self.policy is not None:
+            return self.policy.assign(table, source)
+        return [str(value) for value in table["scene_type"]]
+
+    def configs(self) -> set[Knobs]:
+        """Every configuration an object can get (each type's or leaf's, and the default)."""
+        return {self.default, *self.types.values()}
+
+
+def best_configs_from_policy(policy: Policy) -> BestConfigs:
+    """A policy as a BestConfigs: one entry per leaf (with its objects and J&F), the policy kept for the lookup."""
+    details = {rule.leaf: {"objects": rule.objects, "jf": rule.jf, "rule": rule.text()} for rule in policy.rules}
+    return BestConfigs(policy.leaf_configs(), policy.default, details, policy.study, policy.model_config,
+                       policy.checkpoint, policy)
 
 
 def _as_knobs(config: Any) -> Knobs:
@@ -52,18 +77,11 @@ def _as_knobs(config: Any) -> Knobs:
 
 
 def _pair(entry: Any, where: str, path: Path) -> Knobs:
-    try:
-        knobs = {name: entry[name] for name in KNOB_FIELDS if entry.get(name) is not None}
-        return Knobs(float(entry["scale"]), float(entry["bias"]), **knobs)
-    except (TypeError, KeyError, ValueError, AttributeError):
-        raise MassegError(f"{where} needs numeric 'scale' and 'bias' (and numeric memory knobs, if any)", path,
-                          "write e.g. {scale: 7.5, bias: -4.0} or {scale: 7.5, bias: -4.0, memory_stride: 2}") from None
-    except MassegError as exc:
-        raise MassegError(f"{where}: {exc.message}", path, exc.fix) from None
+    return knobs_from_entry(entry, where, path)
 
 
 def load_best_configs(path: str | Path) -> BestConfigs:
-    """Read a best_configs.yaml written by tune-mss (or by hand)."""
+    """Read a best_configs.yaml written by tune-mss (or by hand), or a policy.yaml (``tune-mss --policy learned``)."""
     path = Path(path)
     if not path.is_file():
         raise MassegError("best_configs.yaml not found", path, "run `masseg-search tune-mss` first or pass the right path")
@@ -71,7 +89,9 @@ def load_best_configs(path: str | Path) -> BestConfigs:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise MassegError(f"not valid YAML ({exc})", path, "fix the YAML syntax") from None
-    if not isinstance(data.get("types"), dict):
+    if is_policy_data(data):
+        return best_configs_from_policy(policy_from_dict(data, path))
+    if not isinstance(data, dict) or not isinstance(data.get("types"), dict):
         raise MassegError("missing 'types' mapping", path, "map each scene type to {scale, bias}")
     types = {str(name): _pair(entry, f"types.{name}", path) for name, entry in data["types"].items()}
     default = _pair(data["default"], "default", path) if "default" in data else SAM2_DEFAULT

@@ -149,3 +149,16 @@ def parse_knobs_id(text: str) -> tuple[Knobs, str | None]:
     except ValueError:
         raise MassegError(f"{text!r}: scale or bias is not a number", fix=ID_HELP) from None
     return knobs, match["view"]
+
+
+def knobs_from_entry(entry: Any, where: str, source: Any = None) -> Knobs:
+    """A configuration as YAML writes it (``{scale, bias}`` and any knob fields, best_configs.yaml and policy.yaml);
+    errors name ``where`` in ``source``."""
+    try:
+        knobs = {name: entry[name] for name in KNOB_FIELDS if entry.get(name) is not None}
+        return Knobs(float(entry["scale"]), float(entry["bias"]), **knobs)
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise MassegError(f"{where} needs numeric 'scale' and 'bias' (and numeric memory knobs, if any)", source,
+                          "write e.g. {scale: 7.5, bias: -4.0} or {scale: 7.5, bias: -4.0, memory_stride: 2}") from None
+    except MassegError as exc:
+        raise MassegError(f"{where}: {exc.message}", source, exc.fix) from None

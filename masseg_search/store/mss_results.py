@@ -13,6 +13,7 @@ import pandas as pd
 
 from masseg_search.data.layout import atomic_write_bytes
 from masseg_search.errors import MassegError
+from masseg_search.store.knobs import Knobs, parse_knobs_id
 
 FOLDS_FIX = 'write {"0": [videos...], "1": [...]}'
 
@@ -30,7 +31,7 @@ class MssResults:
 
     @property
     def best_configs(self) -> Path:
-        """Per scene type, the chosen (scale, bias) (:mod:`masseg_search.store.best_configs`)."""
+        """Per scene type, the chosen configuration (:mod:`masseg_search.store.best_configs`)."""
         return self.folder / "best_configs.yaml"
 
     @property
@@ -41,7 +42,7 @@ class MssResults:
     @property
     def holdout_objects(self) -> Path:
         """Per fold, each held-out object's configuration chosen on the other folds (fold, video, object_id,
-        chosen_scale, chosen_bias, ...)."""
+        chosen_config (its id), chosen_scale, chosen_bias, ...)."""
         return self.folder / "holdout_objects.csv"
 
     @property
@@ -59,17 +60,69 @@ class MssResults:
         """Per scene type: chosen configuration, in-sample and held-out J&F, the two baselines."""
         return self.folder / "per_type.csv"
 
+    @property
+    def importance(self) -> Path:
+        """Per scene type, how much each searched knob mattered (scene_type, knob, importance, complete_trials,
+        reliable)."""
+        return self.folder / "importance.csv"
+
+    @property
+    def policy(self) -> Path:
+        """The learned policy (``tune-mss --policy learned``, :mod:`masseg_search.store.policy`): rules over
+        first-frame features, each leaf's configuration and objects; read wherever best_configs.yaml is."""
+        return self.folder / "policy.yaml"
+
+    @property
+    def policy_comparison(self) -> Path:
+        """Held-out J&F of the fixed, per_type, learned and oracle policies with bootstrap intervals over videos and
+        paired gains over fixed and per_type (one row each)."""
+        return self.folder / "policy_comparison.csv"
+
+    @property
+    def policy_candidates(self) -> Path:
+        """Per validation object: first-frame features and its J&F under every candidate configuration (one engine
+        pass per configuration slot; the table the policies are fit on)."""
+        return self.folder / "policy_candidates.csv"
+
+    @property
+    def policy_objects(self) -> Path:
+        """Per held-out object: its fold and, per policy, the configuration fit on the other folds and its J&F
+        (``learned_config``, ``learned_scale``, ``learned_bias``, ``jf_learned``, ...)."""
+        return self.folder / "policy_objects.csv"
+
+    @property
+    def policy_folds(self) -> Path:
+        """Per outer fold: the tree depth the inner CV chose, its inner-CV J&F per depth, and the fold's rules."""
+        return self.folder / "policy_folds.csv"
+
+    @property
+    def policy_plot(self) -> Path:
+        """The final policy's rules beside the held-out J&F and paired gains of every policy."""
+        return self.folder / "policy.png"
+
     def folds_or_none(self) -> Path | None:
         """The folds file when tune-mss wrote one (``--cv``), else None."""
         return self.folds if self.folds.is_file() else None
 
-    def heldout_configs(self) -> set[tuple[float, float]]:
-        """The (scale, bias) chosen on each fold's training videos (empty without ``--cv``): what inference must
-        store so that the ensemble can score ``select`` held out."""
+    def heldout_configs(self) -> set[Knobs]:
+        """The configurations chosen on each fold's training videos (empty without ``--cv``): what inference must
+        store so that the ensemble can score ``select`` held out. Tables written before the memory knobs (no
+        ``chosen_config`` column) give their (scale, bias)."""
         if not self.holdout_objects.is_file():
             return set()
         table = pd.read_csv(self.holdout_objects)
-        return {(float(scale), float(bias)) for scale, bias in zip(table["chosen_scale"], table["chosen_bias"])}
+        if "chosen_config" in table:
+            return {parse_knobs_id(str(text))[0] for text in table["chosen_config"]}
+        return {Knobs(float(scale), float(bias)) for scale, bias in zip(table["chosen_scale"], table["chosen_bias"])}
+
+    def heldout_choices(self, learned: bool) -> tuple[Path, str]:
+        """Where the per-fold choices are: (file, column prefix) with the columns ``<prefix>_config`` (the config
+        id) or ``<prefix>_scale`` and ``<prefix>_bias``: the learned policy's (``learned``: the ensemble selects
+        with a policy.yaml; ``policy_objects.csv``, prefix ``learned``), else the per-type search's
+        (``holdout_objects.csv``, prefix ``chosen``)."""
+        if learned:
+            return self.policy_objects, "learned"
+        return self.holdout_objects, "chosen"
 
 
 def write_folds(path: str | Path, folds: list[list[str]]) -> None:

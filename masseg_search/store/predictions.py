@@ -7,6 +7,7 @@ Layout (what `infer` writes and `ensemble`/`tune-mss` read)::
     <predictions>/<config_id>/<video>/meta.json         frame names, video size, object ids, first frames,
                                                         scale, bias, family  (written last: its presence = complete)
     <predictions>/per_type/<video>/...                  infer --per-type: scale/bias null, object_configs per object
+    <predictions>/policy/<video>/...                    infer --policy: the same, each object as a learned policy says
     <predictions>/<config_id>@<view>/<video>/...        infer --view NAME [--flip]: the same under another view
 
 ``config_id`` is ``s<scale>_b<bias>`` with ``%g`` numbers (``s20_b-10``, ``s7.5_b-4``), plus a short field per

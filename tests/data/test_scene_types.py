@@ -56,6 +56,24 @@ def test_distance_neighbors_contact_and_colour() -> None:
     assert all(f["num_objects"] == 4 for f in features.values())
 
 
+def test_compactness_and_background_similarity() -> None:
+    """A disc is compact, a thin bar is not; an object coloured like its surroundings is camouflaged."""
+    import cv2
+
+    image = _image()
+    mask = np.zeros((100, 100), np.uint8)
+    cv2.circle(mask, (30, 30), 12, 1, -1)
+    mask[80:82, 10:90] = 2
+    image[mask == 1] = (200, 50, 50)  # red on grey
+    image[mask == 2] = (130, 128, 128)  # nearly the grey background
+    features = object_features(image, mask)
+    assert features[1]["compactness"] > 0.85 and features[2]["compactness"] < 0.15
+    assert features[1]["background_similarity"] < 0.1 and features[2]["background_similarity"] > 0.9
+    single = np.zeros((100, 100), np.uint8)
+    single[50, 50] = 1  # one pixel: no perimeter to divide by
+    assert object_features(_image(), single)[1]["compactness"] == 1.0
+
+
 def test_clutter_rises_with_background_texture() -> None:
     mask = np.zeros((100, 100), np.uint8)
     mask[40:60, 40:60] = 1

@@ -174,3 +174,37 @@ def test_given_mask_with_void_pixels_is_cleaned_not_copied(stored: Path, tiny_da
     written = layout.read_mask(tmp_path / "out" / video / "00000.png")
     assert result.problems == [] and not written[:4, :4].any()
     assert np.array_equal(written[4:], given[4:]) and np.array_equal(written[:4, 4:], given[:4, 4:])
+
+
+def test_select_with_a_learned_policy_reads_infer_policy_folder(tiny_dataset: Path, tmp_path: Path) -> None:
+    """A policy.yaml in place of best_configs.yaml: each object gets its leaf's config from the scene-type CSV's
+    features, read from policy/ (infer --policy); a wrong policy is refused as for per_type/."""
+    videos = layout.open_dataset(tiny_dataset, split="val").video_names
+    root = tmp_path / "pred"
+    rows = ["video,object_id,scene_type,compactness"]
+    for video in videos:
+        names, gt = read_ground_truth(tiny_dataset, video)
+        ids = [int(i) for i in np.unique(gt[0]) if i not in (0, 255)]
+        rows += [f"{video},{i},regular,{0.9 if i == 1 else 0.2}" for i in ids]
+        chosen = {i: (7.5, -4.0) if i == 1 else (20.0, -10.0) for i in ids}
+        store.save_video_prediction(root / "policy" / video, store.VideoPrediction(
+            video, names, 64, 64, ids, {i: 0 for i in ids}, {i: clean_logits(gt == i).astype(np.float16) for i in ids},
+            {i: np.ones(len(names), np.float32) for i in ids}, None, None, chosen))
+    (tmp_path / "types.csv").write_text("\n".join(rows) + "\n")
+    rules = ('features: [compactness]\ndefault: {scale: 20, bias: -10}\nrules:\n'
+             '  - {leaf: leaf_1, when: ["compactness <= 0.5"], scale: 20, bias: -10}\n'
+             '  - {leaf: leaf_2, when: ["compactness > 0.5"], scale: %s, bias: %s}\n')
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(rules % (7.5, -4))
+    result = run_ensemble(root, plan_from_dict({"method": "select"}), tiny_dataset, tmp_path / "out",
+                          split_list=tiny_dataset / "val.txt", scene_types=tmp_path / "types.csv", best_configs=policy,
+                          progress=False)
+    assert result.problems == [] and result.zip_path.is_file()
+    # object 1 (compactness 0.9) is looked up under leaf_2's 7.5/-4, the others under 20/-10: a policy that sends
+    # object 1 elsewhere asks for a configuration policy/ does not hold for it
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(rules % (3, -1))
+    with pytest.raises(MassegError, match="s7.5_b-4"):
+        run_ensemble(root, plan_from_dict({"method": "select"}), tiny_dataset, tmp_path / "out2",
+                     split_list=tiny_dataset / "val.txt", scene_types=tmp_path / "types.csv", best_configs=wrong,
+                     progress=False)

@@ -312,10 +312,9 @@ def test_infer_cli_keeps_families_apart(tiny_dataset: Path, tmp_path: Path, caps
     base = ["infer", "--data", str(tiny_dataset), "--out", str(tmp_path / "pred")]
     assert main([*base, "--import-masks", str(tmp_path), "--engine", "cutie", "--view", "x"]) == 1
     assert "--import-masks and --engine cutie both given" in capsys.readouterr().err
-    assert main([*base, "--import-masks", str(tmp_path), "--view", "x", "--flip"]) == 1
-    assert "apply to SAM2 runs only" in capsys.readouterr().err
-    assert main(base) == 1
-    assert "--model-config is required to run SAM2" in capsys.readouterr().err
+    for flag in (["--flip"], ["--ray-address", "local"]):
+        assert main([*base, "--import-masks", str(tmp_path), "--view", "x", *flag]) == 1
+        assert "apply to SAM2 runs only" in capsys.readouterr().err
 
 
 def test_choices_are_counted_per_video_and_per_object() -> None:

@@ -147,3 +147,30 @@ def _write_fold_choices(tmp_path: Path, dataset: Path, videos: list[str], choice
     (mss / "holdout_objects.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "types.csv").write_text("\n".join(types) + "\n")
     return mss
+
+
+def test_select_with_a_policy_is_scored_with_its_per_fold_choices(tiny_dataset: Path, videos: list[str],
+                                                                  split_list: Path, tmp_path: Path) -> None:
+    """--best-configs policy.yaml: objects go to the policy's leaves by their features; held out, select reads the
+    learned per-fold choices of policy_objects.csv (not the per-type ones of holdout_objects.csv)."""
+    good, bad = (lambda g, i, v: clean_logits(g)), _shifted(3, 3)
+    stored = write_store(tmp_path / "val", tiny_dataset, videos, {
+        "s20_b-10": lambda g, i, v: (good if i == 1 else bad)(g, i, v),
+        "s7.5_b-4": lambda g, i, v: (bad if i == 1 else good)(g, i, v),
+    })
+    mss = _write_fold_choices(tmp_path, tiny_dataset, videos, lambda i: (20, -10))  # per-type: wrong for objects 2+
+    learned = [f"{row.split(',')[0]},{row.split(',')[1]},{row.split(',')[2]},"
+               f"{'20,-10' if row.split(',')[2] == '1' else '7.5,-4'}"
+               for row in (mss / "holdout_objects.csv").read_text().split()[1:]]
+    (mss / "policy_objects.csv").write_text("fold,video,object_id,learned_scale,learned_bias\n" + "\n".join(learned) + "\n")
+    types = (tmp_path / "types.csv").read_text().split()
+    (tmp_path / "types.csv").write_text("\n".join([types[0] + ",area_fraction"] + [
+        f"{row},{0.5 if row.split(',')[1] == '1' else 0.01}" for row in types[1:]]) + "\n")
+    (mss / "policy.yaml").write_text('features: [area_fraction]\ndefault: {scale: 20, bias: -10}\nrules:\n'
+                                     '  - {leaf: leaf_1, when: ["area_fraction <= 0.1"], scale: 7.5, bias: -4}\n'
+                                     '  - {leaf: leaf_2, when: ["area_fraction > 0.1"], scale: 20, bias: -10}\n')
+    plan = select_fusion(stored, tiny_dataset, tmp_path / "plan.yaml", split_list=split_list, scene_types=tmp_path / "types.csv",
+                         best_configs=mss / "policy.yaml", folds=mss / "folds.json", progress=False)
+    assert any("policy_objects.csv" in note for note in plan.selection["notes"])
+    jf = {c["name"]: c["jf"] for c in plan.selection["candidates"]}
+    assert plan.selection["chosen"] == "select" and jf["select"] > jf["best-single"] + 0.05

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from masseg_search.cluster import start_local_ray
 from masseg_search.config import config_from_dict
 from masseg_search.errors import MassegError
 from masseg_search.finetune import sweep as sweep_module
@@ -31,7 +32,7 @@ def ray_session():
     if ray.is_initialized():  # another module's session: share it
         yield ray
         return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_local_ray(num_cpus=2, configure_logging=False)  # on 127.0.0.1 only, as the project starts its own
     yield ray
     ray.shutdown()
 

@@ -18,8 +18,11 @@ import torch.nn.functional as F
 from masseg_search.cli import main
 from masseg_search.data.layout import open_dataset, read_mask, write_mask
 from masseg_search.errors import MassegError
-from masseg_search.inference.infer import PER_TYPE_ID, run_inference, save_masks
+from masseg_search.config import load_config
+from masseg_search.data.scene_types import save_scene_types, scene_type_table
+from masseg_search.inference.infer import PER_TYPE_ID, POLICY_ID, run_inference, save_masks
 from masseg_search.store.best_configs import BestConfigs, save_best_configs
+from masseg_search.store.policy import load_policy
 from masseg_search.store.predictions import META_FILE, is_complete, load_video_prediction, logits_to_mask
 
 
@@ -136,6 +139,34 @@ def test_per_type_gives_each_object_its_type_configuration(tiny_dataset, tiny_ch
     assert (out / PER_TYPE_ID / "Annotations").is_dir()
 
 
+def test_infer_policy_gives_each_object_its_leaf_configuration(tiny_dataset, tiny_checkpoint, tmp_path):
+    """infer --policy policy.yaml (beside --per-type): every object also runs the configuration its first-frame
+    features lead to, stored under policy/ next to per_type/ in the same engine pass."""
+    table = scene_type_table(open_dataset(tiny_dataset, split="val"), load_config().scene_types)
+    types_csv = save_scene_types(table, tmp_path / "types.csv")
+    threshold = float(table["area_fraction"].median())
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text(f'features: [area_fraction]\ndefault: {{scale: 20, bias: -10}}\nrules:\n'
+                           f'  - {{leaf: leaf_1, when: ["area_fraction <= {threshold!r}"], scale: 7.5, bias: -4}}\n'
+                           f'  - {{leaf: leaf_2, when: ["area_fraction > {threshold!r}"], scale: 12, bias: -6}}\n')
+    best = tmp_path / "best_configs.yaml"
+    save_best_configs(best, BestConfigs(types={}, default=(20.0, -10.0)))
+    out = tmp_path / "pred"
+    assert main(["infer", "--model-config", "tiny64", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_dataset),
+                 "--split-list", str(tiny_dataset / "val.txt"), "--per-type", str(best), "--policy", str(policy_path),
+                 "--scene-types", str(types_csv), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    policy = load_policy(policy_path)
+    chosen = {(row["video"], row["object_id"]): policy.config_for(row).pair for row in table.to_dict("records")}
+    assert {(7.5, -4.0), (12.0, -6.0)} <= set(chosen.values())  # both leaves are used
+    for video in table["video"].unique():
+        learned = load_video_prediction(out / POLICY_ID / video)
+        per_type = load_video_prediction(out / PER_TYPE_ID / video)
+        assert {obj: knobs.pair for obj, knobs in learned.object_configs.items()} == {
+            obj: chosen[(video, obj)] for obj in learned.object_ids}
+        assert {knobs.pair for knobs in per_type.object_configs.values()} == {(20.0, -10.0)}
+    assert json.loads((out / "infer_run.json").read_text())["policy"] == str(policy_path)
+
+
 def test_logits_to_mask_matches_sam2_upsampling_and_non_overlap():
     """predictions.logits_to_mask against torch bilinear + SAM2's _apply_non_overlapping_constraints + > 0."""
     from sam2.modeling.sam2_base import SAM2Base
@@ -210,7 +241,8 @@ def test_views_store_other_checkpoints_and_the_mirror_beside_the_base(engine_vid
     assert any(not np.array_equal(base.logits[i], trial2.logits[i]) for i in base.object_ids)
     assert any(not np.array_equal(base.logits[i], mirrored.logits[i]) for i in base.object_ids)
     per_type = load_video_prediction(out / "per_type@flip" / "v0")
-    assert per_type.object_configs == {i: (7.5, -4.0) for i in per_type.object_ids} and per_type.view == "flip"
+    assert {i: c.pair for i, c in per_type.object_configs.items()} == {i: (7.5, -4.0) for i in per_type.object_ids}
+    assert per_type.view == "flip"
     records = {p.name: json.loads(p.read_text()) for p in out.glob("infer_run*.json")}
     assert set(records) == {"infer_run.json", "infer_run@trial2.json", "infer_run@flip.json"}
     assert records["infer_run@trial2.json"]["checkpoint"] == str(other.resolve())

@@ -11,6 +11,7 @@ import time
 import pandas as pd
 
 from masseg_search.mss.search import PassConfigs, PassScores
+from masseg_search.store.knobs import as_knobs
 
 
 def object_jf(video: str, object_id: int, scale: float, bias: float) -> float:
@@ -38,5 +39,6 @@ class SyntheticScorer:
         self.calls.append(pass_configs)
         if self.seconds_per_pass:
             time.sleep(self.seconds_per_pass)
-        return {video: {obj: [object_jf(video, obj, s, b) for s, b in configs] for obj, configs in objects.items()}
+        return {video: {obj: [object_jf(video, obj, *as_knobs(config).pair) for config in configs]
+                        for obj, configs in objects.items()}
                 for video, objects in pass_configs.items()}

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from masseg_search.config import MssSection
 from masseg_search.errors import MassegError
 from masseg_search.mss.search import build_pass_configs, run_batched_search
+from masseg_search.store.knobs import Knobs
 from masseg_search.mss.studies import journal_path, open_storage, open_type_studies, type_study_name
 
 
@@ -51,8 +52,8 @@ def test_slot_pairing_and_padding():
     asked = {"small": [study_a.ask(dist) for _ in range(3)], "regular": [study_b.ask(dist)]}
     configs, slots = build_pass_configs(objects, asked, {})
     assert slots == 3
-    small = [(t.params["scale"], t.params["bias"]) for t in asked["small"]]
-    regular = (asked["regular"][0].params["scale"], asked["regular"][0].params["bias"])
+    small = [Knobs(t.params["scale"], t.params["bias"]) for t in asked["small"]]
+    regular = Knobs(asked["regular"][0].params["scale"], asked["regular"][0].params["bias"])
     assert configs["video0"][1] == small  # object 1 is 'small'
     assert configs["video0"][2] == [regular] * 3  # padded with its only trial
 
@@ -66,7 +67,7 @@ def test_finished_study_objects_run_its_best(tmp_path):
     configs, _ = build_pass_configs(objects, {"small": [optuna.create_study().ask(
         {"scale": optuna.distributions.FloatDistribution(1, 40), "bias": optuna.distributions.FloatDistribution(-20, 0)})]},
         {"regular": (9.0, -3.0)})
-    assert configs["video0"][2] == [(9.0, -3.0)]
+    assert configs["video0"][2] == [Knobs(9.0, -3.0)]
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random", "grid"])

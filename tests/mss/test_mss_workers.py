@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 import ast
-import glob
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -110,52 +105,6 @@ def test_two_workers_share_a_journal_file(tmp_path):
     workers = [_worker(url, trials=12, batch=2, seconds=0.4) for _ in range(2)]
     told_by = [_finish(worker) for worker in workers]
     _check_workers(url, 12, 2, told_by)
-
-
-def _postgres_binaries() -> Path | None:
-    for candidate in [shutil.which("initdb"), *sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)]:
-        if candidate and Path(candidate).with_name("pg_ctl").exists():
-            return Path(candidate).resolve().parent
-    return None
-
-
-@pytest.fixture()
-def postgres_url():
-    """A throw-away PostgreSQL server on 127.0.0.1 with a password user; yields (url without password, env)."""
-    bin_dir = _postgres_binaries()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install -y postgresql")
-    run_as: list[str] = []
-    owner = None
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run initdb as")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="mss-pg-", dir="/tmp"))
-    (base / "pw").write_text("mss-secret\n")
-    if owner is not None:
-        os.chmod(base, 0o755)
-        for path in (base, base / "pw"):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = base / "data"
-    subprocess.run(run_as + [str(bin_dir / "initdb"), "-D", str(data), "-U", "mss", f"--pwfile={base / 'pw'}",
-                             "--auth=scram-sha-256"], check=True, capture_output=True)
-    subprocess.run(run_as + [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
-                             f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    env = {"PGPASSWORD": "mss-secret"}
-    try:
-        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mss", "studies"],
-                       check=True, capture_output=True, env=dict(os.environ, **env))
-        yield f"postgresql://mss@127.0.0.1:{port}/studies", env
-    finally:
-        subprocess.run(run_as + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-        os.environ.pop("PGPASSWORD", None)
 
 
 def test_two_workers_share_postgresql(postgres_url):

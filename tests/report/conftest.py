@@ -84,15 +84,17 @@ def build_results_dir(root: Path, dataset_root: Path) -> Path:
     for scene_type in ("regular", "small"):
         points = [(20.0, -10.0), (7.5, -4.0)] + [(float(10 ** rng.uniform(0, 1.6)), float(rng.uniform(-20, 0))) for _ in range(6)]
         for number, (scale, bias) in enumerate(points):
-            rows.append({"scene_type": scene_type, "number": number, "state": "COMPLETE", "scale": scale, "bias": bias,
+            rows.append({"scene_type": scene_type, "number": number, "state": "COMPLETE",
+                         "config": predictions.config_id(scale, bias), "scale": scale, "bias": bias,
                          "jf": float(0.6 - 0.002 * abs(scale - 12) - 0.003 * abs(bias + 6) + rng.normal(0, 0.005)),
                          "baseline": number < 2, "worker": "w0"})
-        rows.append({"scene_type": scene_type, "number": len(points), "state": "FAIL", "scale": 3.0, "bias": -1.0,
+        rows.append({"scene_type": scene_type, "number": len(points), "state": "FAIL", "config": "s3_b-1",
+                     "scale": 3.0, "bias": -1.0,
                      "jf": None, "baseline": False, "worker": "w0"})
     trials = pd.DataFrame(rows)
     objects = pd.DataFrame({"video": [f"v{i // 2}" for i in range(12)], "object_id": [1 + i % 2 for i in range(12)],
                             "scene_type": ["regular"] * 8 + ["small"] * 4})
-    held = objects.assign(fold=[i % 2 for i in range(12)], chosen_scale=12.0, chosen_bias=-6.0, chosen_from="search",
+    held = objects.assign(fold=[i % 2 for i in range(12)], chosen_config="s12_b-6", chosen_scale=12.0, chosen_bias=-6.0, chosen_from="search",
                           jf_chosen=rng.uniform(0.5, 0.7, 12), jf_sam2_default=rng.uniform(0.45, 0.65, 12),
                           jf_masseg=rng.uniform(0.45, 0.65, 12))
     holdout = HoldoutResult([["v0", "v2", "v4"], ["v1", "v3", "v5"]], held, summarize(held, 200, 0))

@@ -157,3 +157,41 @@ def test_overlays_find_the_frames_above_an_annotations_folder(tiny_dataset: Path
     assert _dataset_root(tiny_dataset / "Annotations") == tiny_dataset
     assert _dataset_root(tiny_dataset / "Annotations" / "480p") == tiny_dataset
     assert _dataset_root(tiny_dataset) == tiny_dataset
+
+
+def test_learned_policy_shows_its_rules_comparison_and_gains(results_dir: Path, tmp_path: Path) -> None:
+    """tune-mss --policy learned: the rules of policy.yaml, every policy's held-out J&F and the paired gains."""
+    import numpy as np
+
+    from masseg_search.mss.outputs import plot_policy
+    from masseg_search.mss.policy import compare_policies
+    from masseg_search.store.mss_results import MssResults
+    from masseg_search.store.policy import policy_from_dict, save_policy
+
+    results = shutil.copytree(results_dir, tmp_path / "results")
+    study = MssResults(results / "mss" / "val")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.4, 0.7, 12)
+    per_object = pd.DataFrame({"video": [f"v{i // 2}" for i in range(12)], "jf_fixed": base,
+                               "jf_per_type": base + 0.01, "jf_learned": base + 0.03, "jf_oracle": base + 0.08})
+    comparison = compare_policies(per_object, 200, 0)
+    comparison.to_csv(study.policy_comparison, index=False)
+    policy = policy_from_dict({"features": ["area_fraction"], "default": {"scale": 20, "bias": -10}, "depth": 1, "rules": [
+        {"leaf": "leaf_1", "when": ["area_fraction <= 0.0042"], "scale": 7.5, "bias": -4, "objects": 5, "jf": 0.6},
+        {"leaf": "leaf_2", "when": ["area_fraction > 0.0042"], "scale": 20, "bias": -10, "objects": 7, "jf": 0.7}]})
+    save_policy(study.policy, policy)
+    plot_policy(policy, comparison, study.policy_plot)
+    text = build_report(results, tmp_path / "out" / "report.html").read_text()
+    assert "<h4>Learned policy</h4>" in text
+    assert "area_fraction &lt;= 0.0042 -&gt; s7.5_b-4" in text and "(7 objects)" in text
+    learned = comparison.set_index("policy").loc["learned"]
+    assert f"{learned.heldout_jf:.4f} [{learned.ci_low:.4f}, {learned.ci_high:.4f}]" in text
+    assert f"{learned.gain_over_per_type:.4f} [{learned.gain_over_per_type_ci_low:.4f}" in text
+    assert learned.gain_over_per_type == pytest.approx(0.02) and learned.gain_over_fixed == pytest.approx(0.03)
+    for name in ("mss_val_policy_jf.png", "mss_val_policy_gains.png", "mss_val/policy.png"):
+        assert (tmp_path / "out" / "report_files" / name).is_file(), name
+    assert "<h4>policy_comparison.csv</h4>" not in text  # shown once, in the policy part
+    comparison.drop(columns=["gain_over_per_type"]).to_csv(study.policy_comparison, index=False)
+    with pytest.raises(MassegError, match="gain_over_per_type") as error:
+        build_report(results, tmp_path / "out2" / "report.html")
+    assert "policy_comparison.csv" in str(error.value)

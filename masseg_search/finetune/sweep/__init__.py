@@ -17,12 +17,12 @@ One box per file: ``space`` (the search space and each trial's config), ``trial`
 (the results table), ``driver`` (Ray, the Tuner, signals, resume). Ray's fixed cost per sweep is measured in
 ``benchmarks/bench_train_sweep.py`` (figures in benchmarks/README.md).
 """
-from masseg_search.finetune.sweep.driver import SweepResult, optuna_storage_url, ray_session, run_sweep
+from masseg_search.finetune.sweep.driver import SweepResult, optuna_storage_url, ray_session, run_sweep, sweep_section
 from masseg_search.finetune.sweep.space import search_space, trial_config
 from masseg_search.finetune.sweep.table import ResultsTable
 from masseg_search.finetune.sweep.trial import METRIC, TrialPlan, run_trial, trial_plan
 
 __all__ = [
     "METRIC", "ResultsTable", "SweepResult", "TrialPlan", "optuna_storage_url", "ray_session", "run_sweep",
-    "run_trial", "search_space", "trial_config", "trial_plan",
+    "run_trial", "search_space", "sweep_section", "trial_config", "trial_plan",
 ]

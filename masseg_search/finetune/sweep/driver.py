@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from masseg_search.config import ProjectConfig, SearchDimension
+from masseg_search.cluster import LOCAL, check_fits_a_node, ray_connection, require_shared_paths
+from masseg_search.config import ProjectConfig, SearchDimension, TrainSweepSection
 from masseg_search.errors import MassegError
 from masseg_search.finetune.sweep.space import absolute_paths, is_uri, search_space
 from masseg_search.finetune.sweep.table import TABLE_NAME, ResultsTable
@@ -46,29 +47,22 @@ class SweepResult:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, storage: str) -> Iterator[bool]:
+def ray_session(address: str | None, storage: str, inputs: dict[str, str | None] | None = None) -> Iterator[bool]:
     """Start or join Ray for a sweep (reusing a session already running in this process); yields True when the
-    cluster is remote. A local Ray started here is stopped on the way out, so its daemons stop taking CPU and memory
-    once the sweep is over (a later stage of the demo, say) and a CLI exit does not wait on Ray's exit hook."""
-    import ray
-
+    cluster is remote. A local Ray started here listens on 127.0.0.1 only and is stopped on the way out, so its
+    daemons stop taking CPU and memory once the sweep is over (a later stage of the demo, say) and a CLI exit does
+    not wait on Ray's exit hook. On a cluster of several nodes the storage folder and the ``inputs`` (label ->
+    path: the data, the checkpoint) must be visible on every node, checked before any trial starts."""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    remote = address not in (None, "local")
+    remote = address not in (None, LOCAL)
     if remote and not is_uri(storage) and not Path(storage).is_absolute():
         raise MassegError(
             f"a remote Ray cluster ({address}) cannot write to the local relative storage path {storage!r}",
             storage, "set train_sweep.storage to shared storage every node sees (an absolute NFS path or s3://...)")
-    if ray.is_initialized():
+    outputs = {} if is_uri(storage) else {"sweep storage (train_sweep.storage)": str(Path(storage).resolve())}
+    with ray_connection(address, log_to_driver=True):
+        require_shared_paths(inputs={label: path for label, path in (inputs or {}).items() if path}, outputs=outputs)
         yield remote
-        return
-    if remote:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True)
-    try:
-        yield remote
-    finally:
-        ray.shutdown()  # disconnects from a remote cluster; stops the processes of a local one
 
 
 def check_resources(gpus_per_trial: float, cpus_per_trial: float, workers: int = 1) -> None:
@@ -85,6 +79,9 @@ def check_resources(gpus_per_trial: float, cpus_per_trial: float, workers: int =
     if needed_cpus > cpus:
         raise MassegError(f"each trial asks for {needed_cpus:g} CPU(s) but the Ray cluster has {cpus:g}",
                           fix="lower --cpus-per-trial")
+    check_fits_a_node(cpus_per_trial, gpus_per_trial / workers if workers > 1 else gpus_per_trial,
+                      "a trial (or each data-parallel worker of one)", "lower --cpus-per-trial / --gpus-per-trial, "
+                      "or add a node that has them")
 
 
 def run_sweep(
@@ -103,16 +100,28 @@ def run_sweep(
     (for wrapping it, e.g. in tests). A local Ray started here is stopped when the sweep ends (see
     :func:`ray_session`); a Ray this process already runs is used and left running.
     """
-    section = config.train_sweep
+    section = sweep_section(config)
     name = name or section.name
     samples = samples or section.samples
     gpus = section.gpus_per_trial if gpus_per_trial is None else gpus_per_trial
     cpus = section.cpus_per_trial if cpus_per_trial is None else cpus_per_trial
     space = search_space(section.space)
     plan = trial_plan(gpus, cpus, section.workers_per_trial)
-    with ray_session(address, section.storage):
+    checkpoint = config.model.checkpoint
+    inputs = {"dataset (data.root)": str(Path(config.data.root).resolve()),
+              "checkpoint (model.checkpoint)": str(Path(checkpoint).resolve()) if checkpoint else None}
+    with ray_session(address, section.storage, inputs):
         check_resources(gpus, cpus, plan.workers)
         return _run_tuner(config, name, samples, space, plan, gpus, cpus, resume, trainable)
+
+
+def sweep_section(config: ProjectConfig) -> TrainSweepSection:
+    """``config.train_sweep``; a clear error when the config has none (``train_sweep: null``)."""
+    if config.train_sweep is None:
+        raise MassegError("the config has no sweep (train_sweep: null)", config.source,
+                          "give the config a train_sweep section (see configs/masseg_paper.yaml), or fine-tune once "
+                          "with `masseg-search train`; `masseg-search run` then starts from model.checkpoint")
+    return config.train_sweep
 
 
 def _run_tuner(config: ProjectConfig, name: str, samples: int, space: dict[str, Any], plan: TrialPlan, gpus: float,
@@ -123,7 +132,7 @@ def _run_tuner(config: ProjectConfig, name: str, samples: int, space: dict[str, 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
-    section = config.train_sweep
+    section = sweep_section(config)
     storage = section.storage
     storage_path = storage if is_uri(storage) else str(Path(storage).resolve())
     experiment_dir = Path(storage_path) / name if not is_uri(storage) else Path("results/sweeps").resolve() / name
@@ -180,7 +189,7 @@ def _run_tuner(config: ProjectConfig, name: str, samples: int, space: dict[str, 
     table.update_from_results(results)
     best_path, best_value = table.best()
     finished = results.num_terminated + results.num_errors
-    unfinished = max(expected_trials(config.train_sweep.space, samples) - finished, len(results) - finished)
+    unfinished = max(expected_trials(section.space, samples) - finished, len(results) - finished)
     log.info("sweep %s: %d trials (%d unfinished), best val J&F %.4f at %s", name, len(results), unfinished,
              best_value, best_path)
     return SweepResult(experiment_dir, experiment_dir / f"{TABLE_NAME}.csv", experiment_dir / f"{TABLE_NAME}.parquet",
@@ -240,7 +249,8 @@ def _sigterm_stops_gracefully():
 def optuna_storage_url(config: ProjectConfig) -> str:
     """The project's Optuna storage: ``train_sweep.optuna_storage``, else ``mss.storage``, else the storage of
     tune-mss's default study (``sqlite:///studies/val.db``), the one the README's dashboard command opens."""
-    return config.train_sweep.optuna_storage or config.mss.storage or default_storage_url(MSS_DEFAULT_STUDY)
+    own = config.train_sweep.optuna_storage if config.train_sweep is not None else None
+    return own or config.mss.storage or default_storage_url(MSS_DEFAULT_STUDY)
 
 
 def _dashboard_url(url: str) -> str:
@@ -252,7 +262,7 @@ def _dashboard_url(url: str) -> str:
 def _searcher(config: ProjectConfig, name: str, optuna_url: str | None = None) -> Any:
     """Tune's random search (seeded) or OptunaSearch writing study ``train-sweep-<name>`` to the project's Optuna
     storage (opened as tune-mss opens it: SQLite, ``journal:PATH`` files or PostgreSQL without a password)."""
-    section = config.train_sweep
+    section = sweep_section(config)
     if section.searcher == "random":
         from ray.tune.search import BasicVariantGenerator
 

@@ -65,8 +65,12 @@ def absolute_paths(values: dict[str, Any]) -> dict[str, Any]:
     """The config dict with relative data / checkpoint / model-config paths made absolute: trials run in their
     own working folders (and on other machines, where these should be shared paths)."""
     data, model = values.get("data", {}), values.get("model", {})
-    if data.get("root") and not is_uri(data["root"]):
-        data["root"] = str(Path(data["root"]).resolve())
+    for key in ("root", "test_root"):
+        if data.get(key) and not is_uri(data[key]):
+            data[key] = str(Path(data[key]).resolve())
+    for key in ("train_split", "val_split", "test_split"):  # list files given as paths (SAM2's MOSE val list)
+        if data.get(key) and Path(data[key]).suffix == ".txt" and Path(data[key]).is_file():
+            data[key] = str(Path(data[key]).resolve())
     if model.get("checkpoint") and not is_uri(model["checkpoint"]):
         model["checkpoint"] = str(Path(model["checkpoint"]).resolve())
     if model.get("config") and Path(model["config"]).is_file():
