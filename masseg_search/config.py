@@ -1,10 +1,10 @@
 """The project's one YAML config schema (pydantic), and loading with errors that name the file and the key.
 
 Sections: ``model``, ``data``, ``scene_types``, ``train`` (one fine-tuning run), ``train_sweep`` (``null``: no
-sweep, ``run`` starts from ``model.checkpoint``), ``mss``, ``infer``, ``ensemble``, ``moseplus``, ``pipeline``
-(``run``). Every section forbids unknown keys: a typo is an error naming the key path and the closest valid key. Commands take
-``--set key.path=value`` overrides (:func:`parse_overrides`), validated the same way. ``configs/demo.yaml`` is the
-embedded default.
+sweep, ``run`` starts from ``model.checkpoint``), ``mss``, ``infer``, ``ensemble``, ``cutie`` (the second model
+family), ``moseplus``, ``pipeline`` (``run``). Every section forbids unknown keys: a typo is an error naming the key
+path and the closest valid key. Commands take ``--set key.path=value`` overrides (:func:`parse_overrides`),
+validated the same way. ``configs/demo.yaml`` is the embedded default.
 """
 from __future__ import annotations
 
@@ -399,8 +399,11 @@ class InferSection(Section):
 class EnsembleSection(Section):
     """How predictions are fused (a plan file can override), and what candidates --select-on compares."""
 
-    method: Literal["select", "single", "mean", "logit-mean", "vote"] = Field(
-        "select", description="fusion when no --plan is given (select needs --best-configs and --scene-types)")
+    method: Literal["select", "single", "mean", "logit-mean", "vote", "confidence", "per-video-consensus",
+                    "per-video-confidence", "per-object-consensus", "per-object-confidence"] = Field(
+        "select", description="fusion when no --plan is given (select needs --best-configs and --scene-types; "
+        "confidence: per pixel the surest config; per-video-*/per-object-*: one config per video/object, chosen "
+        "without labels)")
     configs: list[str] = Field(default_factory=list, description="config ids; empty = all present")
     weights: list[float] | None = Field(None, description="one weight per config (mean, logit-mean, vote); None = equal")
     top_k: int = Field(3, ge=1, description="configs in the mean-top-k candidates of --select-on")
@@ -409,12 +412,27 @@ class EnsembleSection(Section):
                        "ensemble members")
     trials: int = Field(1, ge=1, description="run also infers the next best sweep trials' checkpoints (views "
                         "'trial2', 'trial3', ...; with flip also 'trial2.flip') as ensemble members; 1 = the best only")
+    import_base: bool = Field(False, description="the demo also imports the untuned base checkpoint's masks through "
+                              "infer --import-masks as view 'untuned' (another model, hard masks) and applies the best "
+                              "per-video / per-object choice rule to test")
 
     @model_validator(mode="after")
     def _weights_match(self) -> "EnsembleSection":
         if self.weights is not None and len(self.weights) != len(self.configs):
             raise ValueError(f"weights has {len(self.weights)} values for {len(self.configs)} configs")
         return self
+
+
+class CutieSection(Section):
+    """Cutie (rf-cutie), a second model family for the ensemble: ``infer --engine cutie --view NAME``."""
+
+    model: Literal["small", "base"] = Field("small", description="Cutie's size, as its checkpoint was trained")
+    weights: str | None = Field(None, description="a Cutie checkpoint (.pth state dict, e.g. cutie-small-mega.pth from "
+                                "Cutie's releases); null = random weights, whose masks are useless (tests only)")
+    max_internal_size: int = Field(480, description="shortest side Cutie works at (its DAVIS/MOSE setting); -1 = the "
+                                   "video's own size")
+    pseudo_logit_scale: float = Field(1.0, gt=0, description="scale of the pseudo-logits its probabilities become "
+                                      "(masseg_search/store/pseudo_logits.py)")
 
 
 class PipelineSection(Section):
@@ -526,6 +544,7 @@ class ProjectConfig(Section):
     mss: MssSection = Field(default_factory=MssSection)
     infer: InferSection = Field(default_factory=InferSection)
     ensemble: EnsembleSection = Field(default_factory=EnsembleSection)
+    cutie: CutieSection = Field(default_factory=CutieSection)
     moseplus: MosePlusSection = Field(default_factory=MosePlusSection)
     pipeline: PipelineSection = Field(default_factory=PipelineSection)
     source: str | None = Field(None, exclude=True, description="the file this was loaded from")

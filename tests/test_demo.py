@@ -32,6 +32,14 @@ def _shifted(dataset_root: Path, out: Path, shifts: dict[str, int]) -> Path:
     return out
 
 
+def store_family(predictions: Path, config: str) -> str:
+    """The model family of a stored configuration (its first video's meta.json)."""
+    from masseg_search.store.predictions import load_video_prediction
+
+    first = sorted(p for p in (predictions / config).iterdir() if p.is_dir())[0]
+    return load_video_prediction(first, object_ids=[]).family
+
+
 def test_paired_gains_measure_a_real_difference_and_not_noise(tmp_path: Path, tiny_dataset: Path) -> None:
     from masseg_search.evaluation import evaluate_predictions
 
@@ -57,6 +65,27 @@ def test_paired_gains_measure_a_real_difference_and_not_noise(tmp_path: Path, ti
     with pytest.raises(MassegError, match="scored different objects"):
         paired_gains({"base": score["shifted"], "fine-tuned, SAM2 20/-10": score["perfect"].iloc[1:]}, 100, 0)
     assert {stage for _, _, stage in STAGE_GAINS} >= {"fine-tuning (train-sweep)", "ensemble vs tuned per type"}
+
+
+def test_the_demo_imports_the_base_as_another_model_and_takes_the_best_choice_rule(tmp_path: Path, tiny_dataset: Path,
+                                                                                  tiny_checkpoint: Path) -> None:
+    from masseg_search.ensemble import FusionPlan, RuleSpec
+    from masseg_search.pipeline.families import BASE_VIEW, best_choice_plan, import_base_view
+
+    import_base_view("tiny64", str(tiny_checkpoint), tiny_dataset, tmp_path, {"val": tiny_dataset / "val.txt"},
+                     [(20.0, -10.0), (7.5, -4.0)], device="cpu", progress=False)
+    predictions = tmp_path / "predictions" / "val"
+    assert sorted(p.name for p in predictions.iterdir() if p.is_dir()) == [f"s20_b-10@{BASE_VIEW}", f"s7.5_b-4@{BASE_VIEW}"]
+    assert store_family(predictions, "s20_b-10@untuned") == "imported"
+    assert (tmp_path / "masks" / "val_base" / "s20_b-10" / "Annotations").is_dir()
+    members = ["s20_b-10", "s20_b-10@untuned"]
+    plan = FusionPlan(RuleSpec("mean", ("s20_b-10",)), selection={"candidates": [
+        {"name": "per-video-consensus", "jf": 0.5, "rule": {"method": "per-video-consensus", "configs": members}},
+        {"name": "per-object-confidence", "jf": 0.6, "rule": {"method": "per-object-confidence", "configs": members}},
+        {"name": "mean-top3", "jf": 0.9, "rule": {"method": "mean", "configs": []}}]})
+    record, chosen = best_choice_plan(plan)
+    assert record["name"] == "per-object-confidence" and chosen.default == RuleSpec("per-object-confidence", tuple(members))
+    assert best_choice_plan(FusionPlan(RuleSpec("mean"), selection={"candidates": []})) is None
 
 
 def test_check_demo_submission_passes_a_valid_zip_and_names_the_problems(tmp_path: Path, tiny_dataset: Path) -> None:
@@ -110,7 +139,8 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     table = pd.read_csv(out / "demo_table.csv")
     assert list(table["name"]) == ["copy first frame", "untrained", "base", "fine-tuned, SAM2 20/-10",
                                    "fine-tuned, MASSeg 7.5/-4", "fine-tuned, tuned per type",
-                                   "fine-tuned, learned policy", "fine-tuned, tuned per type, memory knobs", "ensemble"]
+                                   "fine-tuned, learned policy", "fine-tuned, tuned per type, memory knobs", "ensemble",
+                                   "per-video's SAM2 member", "per-video selection"]
     assert table["jf"].between(0, 1).all()
     assert (table["ci_low"] <= table["jf"]).all() and (table["jf"] <= table["ci_high"]).all()
     assert (table["ci_low"] < table["ci_high"]).all()  # a real interval on every row, the ensemble's included
@@ -138,11 +168,18 @@ def test_quick_demo_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     assert knob_configs  # the memory-knobs study chose per type (admit_score set where it beat the policy off)
     assert gains.loc["memory knobs (admit_score) vs tuned per type", "against"] == "fine-tuned, tuned per type"
     assert (out / "plans" / "val.yaml").is_file()
-    # the ensemble's views (configs/demo.yaml: the mirror and the second best trial) were stored and scored on val
+    # the ensemble's views (configs/demo.yaml: the mirror, the second best trial, the untuned base imported as
+    # another model) were stored and scored on val, with the label-free choices between them
     selection = yaml.safe_load((out / "plans" / "val.yaml").read_text())["selection"]
-    assert selection["views"] == ["flip", "trial2", "trial2.flip"]
-    assert {"select+flip", "select+views", "best-single+flip"} <= {c["name"] for c in selection["candidates"]}
+    assert selection["views"] == ["flip", "trial2", "trial2.flip", "untuned"]
+    candidates = {c["name"]: c for c in selection["candidates"]}
+    assert {"select+flip", "select+views", "best-single+flip", "best-single+untuned", "per-video-consensus",
+            "per-video-confidence", "per-object-consensus", "pixel-confidence"} <= set(candidates)
+    assert sum(candidates["per-video-consensus"]["member_choices"]["videos"].values()) == candidates["per-video-consensus"]["videos"]
     assert any(p.name.endswith("@flip") for p in (out / "predictions" / "val").iterdir())
+    assert store_family(out / "predictions" / "val", "s20_b-10@untuned") == "imported"
+    assert (out / "submissions" / "per_video.zip").is_file() and (out / "submissions" / "per_video.choices.csv").is_file()
+    assert "on test chose videos:" in printed
     assert (out / "submissions" / "demo.zip").is_file() and "submission check: valid" in printed
     assert "optuna-dashboard" in printed and "masseg-search report" in printed
     assert seconds < QUICK_LIMIT_S, f"--quick took {seconds:.0f} s (budget {QUICK_BUDGET_S} s on 2 free cores)"

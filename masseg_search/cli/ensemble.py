@@ -30,12 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ensemble",
         help="fuse per-configuration predictions into a checked MOSE submission (or choose the fusion on val)",
-        description="Fuse the stored low-res logits of several (scale, bias) configurations per object (select by "
-        "scene type, mean of probabilities, logit mean, vote), merge objects, upsample once, write a palette PNG per "
-        "frame, check the submission and zip it when the check passes. Resumes per video. With --select-on, score "
-        "each fusion candidate on validation predictions and write the chosen plan instead. Without --predictions "
-        "every path is `run`'s under pipeline.out (predictions/<split>, plans/<study>.yaml, submissions/<name>) and "
-        "the data, scene-type rules and tune-mss results come from the config.",
+        description="Fuse the stored low-res logits of several (scale, bias) configurations and views (other "
+        "checkpoints, the mirrored video, other model families) per object (select by scene type, mean of "
+        "probabilities, logit mean, vote, per-pixel confidence, or one member per video or object chosen without "
+        "labels), merge objects, upsample once, write a palette PNG per frame, check the submission and zip it "
+        "when the check passes. Resumes per video. With --select-on, score each fusion candidate on validation "
+        "predictions and write the chosen plan instead. Without --predictions every path is `run`'s under "
+        "pipeline.out (predictions/<split>, plans/<study>.yaml, submissions/<name>) and the data, scene-type rules "
+        "and tune-mss results come from the config.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -134,6 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.select_on:
         return _run_select(args, config)
     from masseg_search.ensemble import load_plan, plan_from_dict, run_ensemble
+    from masseg_search.ensemble.agreement import format_choice_counts
 
     predictions = _predictions(args, config, "test")
     out = Path(args.out) if args.out else Path(config.pipeline.out) / "submissions" / config.pipeline.submission
@@ -169,11 +172,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"submission check failed: {len(result.problems)} problems{f' ({more} not shown)' if more > 0 else ''}; no zip written.")
         print(f"  see every one: masseg-search submission check {result.out_dir} --images {data_root} --annotations {data_root}")
         return 1
+    if result.choices:
+        print(f"members chosen without labels: {format_choice_counts(result.choice_counts())} (every choice: {result.choices_path})")
     print(f"submission check passed{f'; zip: {result.zip_path}' if result.zip_path else ''}")
     return 0
 
 
 def _run_select(args: argparse.Namespace, config: ProjectConfig) -> int:
+    from masseg_search.ensemble.agreement import format_choice_counts
     from masseg_search.ensemble.select import select_fusion
 
     predictions = _predictions(args, config, args.select_on)
@@ -194,6 +200,8 @@ def _run_select(args: argparse.Namespace, config: ProjectConfig) -> int:
     for candidate in selection.get("candidates", []):
         mark = "  <- chosen" if candidate["name"] == selection.get("chosen") else ""
         print(f"{candidate['name']:<26} {candidate['jf']:7.4f}{mark}")
+        if "member_choices" in candidate:
+            print(f"{'':<28}chosen: {format_choice_counts(candidate['member_choices'])}")
     for note in selection.get("notes", []):
         print(f"note: {note}")
     print(f"plan written: {out_plan}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from masseg_search.ensemble.plan import PER_OBJECT_FOLDERS, FusionRule
+from masseg_search.ensemble.plan import CHOICE_METHODS, PER_OBJECT_FOLDERS, FusionRule
 from masseg_search.errors import MassegError
 from masseg_search.store import predictions as store
 
@@ -22,8 +22,10 @@ def fuse_logits(logits: list[np.ndarray], method: str, weights: tuple[float, ...
     """Fuse one object's logits over configurations (each (T, h, w)) into a float32 score (positive = foreground)."""
     if not logits:
         raise ValueError("fuse_logits needs at least one array")
-    if method == "single" or len(logits) == 1 and method in ("mean", "logit-mean"):
+    if method == "single" or len(logits) == 1 and method in ("mean", "logit-mean", "confidence"):
         return np.asarray(logits[0], dtype=np.float32)
+    if method == "confidence":
+        return confidence_fusion(logits)
     if method not in ("mean", "logit-mean", "vote"):
         raise ValueError(f"unknown fusion method {method!r}")
     total = np.zeros(np.shape(logits[0]), np.float32)
@@ -31,6 +33,17 @@ def fuse_logits(logits: list[np.ndarray], method: str, weights: tuple[float, ...
     for weight, values in zip(_normalised_weights(len(logits), weights), logits):
         _add_term(total, term, values, method, weight)
     return _finish(total, method, total)
+
+
+def confidence_fusion(logits: list[np.ndarray]) -> np.ndarray:
+    """Per pixel, the logit of the most confident configuration (largest ``|logit|``, i.e. ``|p - 0.5|``; ties to
+    the first): where the members disagree the surest one decides, where they agree the surest one's logit is
+    kept for the merge between objects (CGFSeg's confidence-guided fusion, per object at low resolution)."""
+    best = np.asarray(logits[0], dtype=np.float32).copy()
+    for values in logits[1:]:
+        values = np.asarray(values, dtype=np.float32)
+        np.copyto(best, values, where=np.abs(values) > np.abs(best))
+    return best
 
 
 def _normalised_weights(count: int, weights: tuple[float, ...] | None) -> np.ndarray:
@@ -182,7 +195,7 @@ class FusedVideo:
             rule = self.rules[object_id]
             fusion = None
             if not self._single(object_id) and all(values.dtype == np.float16 for values in arrays) and (
-                    rule.method != "vote" or len(arrays) <= MAX_VOTE_TABLE_CONFIGS):
+                    rule.method in ("mean", "logit-mean") or rule.method == "vote" and len(arrays) <= MAX_VOTE_TABLE_CONFIGS):
                 fusion = _TableFusion(rule.method, len(arrays), rule.weights, arrays[0].shape[1] * arrays[0].shape[2])
             # a vote is positive only where one of a few configurations is (every winning set includes one)
             scanned = arrays if fusion is None or rule.method != "vote" else [arrays[k] for k in _vote_hitting_set(fusion.table)]
@@ -200,7 +213,7 @@ class FusedVideo:
 
     def _single(self, object_id: int) -> bool:
         rule = self.rules[object_id]
-        return rule.method == "single" or len(self.sources[object_id]) == 1 and rule.method in ("mean", "logit-mean")
+        return rule.method == "single" or len(self.sources[object_id]) == 1 and rule.method in ("mean", "logit-mean", "confidence")
 
     def frame(self, t: int) -> list[tuple[int, np.ndarray]]:
         """``(object_id, score (h, w))`` of the objects that can be present at frame ``t``, in merge order.
@@ -302,8 +315,8 @@ def positive_extents(positive_rows: np.ndarray, positive_cols: np.ndarray) -> np
     return extents
 
 
-def _load_config(predictions_root: Path, video: str, config: str, object_ids: list[int],
-                 cache: dict[str, store.VideoPrediction] | None) -> store.VideoPrediction:
+def load_config_prediction(predictions_root: Path, video: str, config: str, object_ids: list[int],
+                           cache: dict[str, store.VideoPrediction] | None) -> store.VideoPrediction:
     """A video's prediction under ``config``: its own folder, else the first of ``per_type/`` and ``policy/``
     (``per_type@<view>/``... for a config of that view; infer --per-type / --policy) that stored these objects under
     ``config``."""
@@ -348,11 +361,15 @@ def fuse_video(predictions_root: Path, video: str, rules: dict[int, FusionRule],
     ``cache`` (config id -> a prediction of this video holding every object) avoids reloading when one video is
     fused under several rule sets, as ``--select-on`` does.
     """
+    unresolved = sorted({rule.method for rule in rules.values() if rule.method in CHOICE_METHODS})
+    if unresolved:
+        raise MassegError(f"{video}: choice rules {unresolved} must be resolved to a member first", Path(predictions_root),
+                          "call masseg_search.ensemble.agreement.resolve_choices (run_ensemble and --select-on do)")
     needed: dict[str, list[int]] = {}
     for object_id, rule in rules.items():
         for config in rule.configs:
             needed.setdefault(config, []).append(object_id)
-    loaded = {config: _load_config(Path(predictions_root), video, config, ids, cache) for config, ids in needed.items()}
+    loaded = {config: load_config_prediction(Path(predictions_root), video, config, ids, cache) for config, ids in needed.items()}
     reference = next(iter(loaded.values()))
     for config, prediction in loaded.items():
         if prediction.frame_names != reference.frame_names:

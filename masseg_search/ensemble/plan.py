@@ -13,7 +13,15 @@ from masseg_search.errors import MassegError
 from masseg_search.store import predictions as store
 from masseg_search.store.best_configs import BestConfigs
 
-METHODS = ("select", "single", "mean", "logit-mean", "vote")
+# level ("video" / "object") and criterion of the label-free choice rules (masseg_search.ensemble.agreement)
+CHOICE_METHODS = {
+    "per-video-consensus": ("video", "consensus"),
+    "per-video-confidence": ("video", "confidence"),
+    "per-object-consensus": ("object", "consensus"),
+    "per-object-confidence": ("object", "confidence"),
+}
+METHODS = ("select", "single", "mean", "logit-mean", "vote", "confidence", *CHOICE_METHODS)
+UNWEIGHTED_METHODS = ("select", "single", "confidence", *CHOICE_METHODS)
 PER_TYPE_FOLDER = "per_type"  # infer --per-type: each object under its own scene type's configuration
 POLICY_FOLDER = "policy"  # infer --policy: each object under the configuration a learned policy gives it
 PER_OBJECT_FOLDERS = (PER_TYPE_FOLDER, POLICY_FOLDER)  # store folders whose objects ran under different configs
@@ -40,7 +48,9 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class FusionRule:
-    """A resolved rule for one object: ``single``/``mean``/``logit-mean``/``vote`` over named configs."""
+    """A resolved rule for one object: a fusion method (``single``/``mean``/``logit-mean``/``vote``/``confidence``)
+    or a choice method (``per-video-consensus``, ...: resolved per video by :mod:`masseg_search.ensemble.agreement`)
+    over named configs."""
 
     method: str
     configs: tuple[str, ...]
@@ -49,11 +59,12 @@ class FusionRule:
 
 @dataclass
 class FusionPlan:
-    """Which rule each object gets: per object, else per scene type, else ``default``."""
+    """Which rule each object gets: per object, else per video, else per scene type, else ``default``."""
 
     default: RuleSpec
     per_type: dict[str, RuleSpec] = field(default_factory=dict)
     per_object: dict[str, RuleSpec] = field(default_factory=dict)
+    per_video: dict[str, RuleSpec] = field(default_factory=dict)
     best_configs: str | None = None
     scene_types: str | None = None
     selection: dict[str, Any] | None = None
@@ -62,7 +73,7 @@ class FusionPlan:
         """Every config id some rule of this plan can read (``select``: each scene type's and the default one of
         ``best``); None when a rule reads every stored config (an empty ``configs`` list)."""
         needed: set[str] = set()
-        for rule in [self.default, *self.per_type.values(), *self.per_object.values()]:
+        for rule in self.rules():
             if rule.method == "select":
                 if best is None:
                     raise MassegError("the plan uses 'select' but no best_configs.yaml is given", None,
@@ -74,10 +85,13 @@ class FusionPlan:
                 needed |= set(rule.configs)
         return needed
 
+    def rules(self) -> list[RuleSpec]:
+        """Every rule of the plan."""
+        return [self.default, *self.per_type.values(), *self.per_video.values(), *self.per_object.values()]
+
     def uses_select(self) -> bool:
         """True when some rule needs best_configs.yaml and scene types."""
-        rules = [self.default, *self.per_type.values(), *self.per_object.values()]
-        return any(rule.method == "select" for rule in rules)
+        return any(rule.method == "select" for rule in self.rules())
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML form (see the module docstring)."""
@@ -85,6 +99,8 @@ class FusionPlan:
         data.update({"best_configs": self.best_configs, "scene_types": self.scene_types,
                      "per_type": {k: v.to_dict() for k, v in self.per_type.items()},
                      "per_object": {k: v.to_dict() for k, v in self.per_object.items()}})
+        if self.per_video:
+            data["per_video"] = {k: v.to_dict() for k, v in self.per_video.items()}
         if self.selection is not None:
             data["selection"] = self.selection
         return data
@@ -114,7 +130,7 @@ def _rule_spec(entry: Any, where: str, source: str) -> RuleSpec:
             raise MassegError(f"{where}.weights needs one weight per listed config", source, "list configs and give as many weights")
         if min(weights) < 0 or sum(weights) <= 0:
             raise MassegError(f"{where}.weights must be >= 0 with a positive sum", source, "fix the weights")
-    if method in ("select", "single") and weights is not None:
+    if method in UNWEIGHTED_METHODS and weights is not None:
         raise MassegError(f"{where}: weights make no sense for {method}", source, "remove weights")
     if method == "single" and len(configs) != 1:
         raise MassegError(f"{where}: single needs exactly one config", source, "write configs: [<one config id>]")
@@ -125,7 +141,7 @@ def plan_from_dict(data: Any, source: str = "<plan>") -> FusionPlan:
     """Validate a plan mapping (the YAML form)."""
     if not isinstance(data, dict):
         raise MassegError("a plan must be a YAML mapping", source, "start from the example in masseg_search/ensemble/__init__.py")
-    known = {"method", "configs", "weights", "best_configs", "scene_types", "per_type", "per_object", "selection"}
+    known = {"method", "configs", "weights", "best_configs", "scene_types", "per_type", "per_object", "per_video", "selection"}
     unknown = set(data) - known
     if unknown:
         raise MassegError(f"unknown plan keys {sorted(unknown)}", source, f"use only {', '.join(sorted(known))}")
@@ -137,7 +153,9 @@ def plan_from_dict(data: Any, source: str = "<plan>") -> FusionPlan:
         if not video or not object_id.isdigit():
             raise MassegError(f"per_object key {key!r} is not '<video>/<object id>'", source, 'write e.g. "0a1b2c3d/2"')
         per_object[f"{video}/{int(object_id)}"] = _rule_spec(value, f"per_object.{key}", source)
-    return FusionPlan(default, per_type, per_object, data.get("best_configs"), data.get("scene_types"), data.get("selection"))
+    per_video = {str(k): _rule_spec(v, f"per_video.{k}", source) for k, v in (data.get("per_video") or {}).items()}
+    return FusionPlan(default, per_type, per_object, per_video, data.get("best_configs"), data.get("scene_types"),
+                      data.get("selection"))
 
 
 def load_plan(path: str | Path) -> FusionPlan:
@@ -197,7 +215,8 @@ class RuleResolver:
         self.predictions_root = Path(predictions_root) if predictions_root is not None else None
         self.per_type_views = set(per_type_views) | ({None} if per_type_stored else set())
         self.per_type_stored = None in self.per_type_views
-        if not self.available and not (self.per_type_views and (plan.uses_select() or plan.per_type or plan.per_object)):
+        if not self.available and not (self.per_type_views and (plan.uses_select() or plan.per_type or plan.per_object
+                                                                or plan.per_video)):
             raise MassegError("no stored configurations found (no <config_id>/ folder such as s20_b-10/)",
                               self.predictions_root, "point --predictions at results/predictions/<split> written by infer")
         if plan.uses_select() and best is None:
@@ -214,10 +233,12 @@ class RuleResolver:
                               "make the scene types CSV for the same split as the predictions") from None
 
     def spec_for(self, video: str, object_id: int) -> RuleSpec:
-        """Per object, else per scene type, else the default."""
+        """Per object, else per video, else per scene type, else the default."""
         key = f"{video}/{object_id}"
         if key in self.plan.per_object:
             return self.plan.per_object[key]
+        if video in self.plan.per_video:
+            return self.plan.per_video[video]
         if self.plan.per_type:
             scene_type = self.scene_type(video, object_id)
             if scene_type in self.plan.per_type:

@@ -16,6 +16,16 @@ also scored fused over views (``+<view>`` for each view alone, ``+views`` for al
 candidate names is taken under the base view and under those views, and everything is averaged as probabilities
 (``mean``). A view variant is scored only when every configuration it needs is stored under its views.
 
+Members of other model families (``infer --import-masks``, ``infer --engine cutie``, stored as views) and the
+other views are also *chosen between* (:func:`family_members`: the best base configuration and the best one stored
+under each view; with no view, the top-k base configurations):
+
+- ``per-video-consensus`` / ``per-video-confidence`` / ``per-object-consensus`` / ``per-object-confidence``: each
+  validation video (or object) takes one member by a label-free rule (:mod:`masseg_search.ensemble.agreement`);
+  the labels only score the outcome. The record counts how often each member was chosen (``member_choices``: by
+  view, as each fold may take another configuration under a view; by configuration when there is no view);
+- ``pixel-confidence``: per pixel, the member with the largest ``|logit|`` (CGFSeg-style confidence fusion).
+
 Choices inside a candidate (which config is best, which k are top) are made on training folds and scored on the
 held-out fold when a folds file exists (``{fold: [videos]}``, e.g. tune-mss's ``results/mss/<study>/folds.json``);
 without one, choice and score use the same videos and the record says ``held_out: false``. ``select`` is scored
@@ -33,8 +43,10 @@ from typing import Any
 import numpy as np
 
 from masseg_search.data import layout
+from masseg_search.ensemble.agreement import choose, count_choices, score_members
 from masseg_search.ensemble.fuse import fuse_video
 from masseg_search.ensemble.plan import (
+    CHOICE_METHODS,
     FusionPlan,
     FusionRule,
     RuleResolver,
@@ -163,6 +175,20 @@ def with_views(rule: FusionRule, views: tuple[str, ...]) -> FusionRule:
     return FusionRule("logit-mean" if rule.method == "logit-mean" else "mean", configs)
 
 
+BASE_VIEW_LABEL = "base view"  # how the choice counts name the base view's member (the others: their view)
+
+
+def family_members(ranked: list[str], views: list[str], stored: list[str], top_k: int) -> tuple[str, ...]:
+    """The members the choice rules and ``pixel-confidence`` pick from: the best base configuration, then under
+    each stored view (another model, imported masks, the mirrored video) its best-ranked configuration stored
+    there, so one member per model or view; with no view stored, the ``top_k`` best base configurations."""
+    members = [ranked[0]]
+    for view in views:
+        under = [store.config_id(store.parse_config_id(c), view=view) for c in ranked]
+        members += [c for c in under if c in stored][:1]
+    return tuple(members) if len(members) > 1 else tuple(ranked[:max(top_k, 2)])
+
+
 def _view_sets(views: list[str]) -> list[tuple[str, ...]]:
     """Each stored view alone, then all of them (when there are several)."""
     sets = [(view,) for view in views]
@@ -272,31 +298,62 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
         return [v for other, members in fold_map.items() if other != fold for v in members] or fold_map[fold]
 
     ranking = {fold: _rank_configs(table, complete, training(fold)) for fold in fold_map}
+    overall_rank = _rank_configs(table, complete, names)
+    fold_members = {fold: family_members(ranking[fold], views, complete_any, top_k) for fold in fold_map}
+    choosing = all(len(m) > 1 for m in fold_members.values())
+    if not choosing:
+        notes.append("per-video / per-object choices and pixel-confidence not scored: they need two or more members "
+                     "(configurations or views)")
     combos: dict[str, dict[str, FusionRule]] = {}  # video -> combo key -> rule
-    for fold, members in fold_map.items():
+    per_object_jobs: dict[str, dict[str, dict[int, FusionRule]]] = {}  # video -> key -> rule per object
+    choice_keys: dict[str, dict[str, str]] = {method: {} for method in CHOICE_METHODS}  # method -> video -> table key
+    choices: dict[str, dict[str, dict[int, str]]] = {method: {} for method in CHOICE_METHODS}  # method -> video -> picks
+    if choosing:
+        for fold, videos_in_fold in fold_map.items():
+            rules = [FusionRule("single", (m,)) for m in fold_members[fold] if m not in complete]
+            rules.append(FusionRule("confidence", fold_members[fold]))
+            for video in videos_in_fold:
+                for rule in rules:
+                    combos.setdefault(video, {})[_rule_key(rule)] = rule
+                scores = score_members(predictions_root, video, fold_members[fold], object_ids[video])  # no labels
+                for method in CHOICE_METHODS:
+                    picks = choose(scores, method)
+                    choices[method][video] = picks
+                    if len(set(picks.values())) <= 1:  # one member for the whole video: its own masks
+                        choice_keys[method][video] = f"single:{next(iter(picks.values()), fold_members[fold][0])}"
+                    else:
+                        per_object_jobs.setdefault(video, {})[method] = {i: FusionRule("single", (m,)) for i, m in picks.items()}
+                        choice_keys[method][video] = method
+    for fold, videos_in_fold in fold_map.items():
         chosen = tuple(ranking[fold][:top_k])
         rules = [FusionRule("mean", chosen), FusionRule("logit-mean", chosen)]
         rules += [with_views(FusionRule(method, configs), view_set) for view_set in view_sets
                   for method, configs in (("single", chosen[:1]), ("mean", chosen))
                   if stored_under(FusionRule(method, configs), view_set)]
         for rule in rules:
-            for video in members:
+            for video in videos_in_fold:
                 combos.setdefault(video, {})[_rule_key(rule)] = rule
-    stage_two = [_VideoJob(predictions_root, dataset.video(v), {k: {i: r for i in object_ids[v]} for k, r in rules.items()})
-                 for v, rules in combos.items()]
+    stage_two = [_VideoJob(predictions_root, dataset.video(v),
+                           {**{k: {i: r for i in object_ids[v]} for k, r in combos.get(v, {}).items()}, **per_object_jobs.get(v, {})})
+                 for v in names if v in combos or v in per_object_jobs]
     for video, scores in _run_jobs(stage_two, workers, progress, "select-on: fused candidates").items():
         table[video].update(scores)
 
     candidates: list[dict[str, Any]] = []
 
-    def add(name: str, key_for_fold: Any, rule: RuleSpec | dict[str, Any]) -> None:
-        per_fold = {fold: _mean_jf(table, lambda _v, f=fold: key_for_fold(f), members) for fold, members in fold_map.items()}
-        scored = [v for members in fold_map.values() for v in members]
-        pooled = [jf for fold, members in fold_map.items() for v in members for jf in table[v][key_for_fold(fold)].values()]
-        candidates.append({"name": name, "jf": float(np.mean(pooled)), "per_fold": per_fold, "videos": len(scored), "objects": len(pooled),
-                           "rule": rule if isinstance(rule, dict) else rule.to_dict()})
+    def add(name: str, key_for_fold: Any, rule: RuleSpec | dict[str, Any], key_for_video: Any = None,
+            extra: dict[str, Any] | None = None) -> None:
+        """Record a candidate scored with table key ``key_for_fold(fold)`` on every video of the fold (or
+        ``key_for_video(video)``: a per-video choice)."""
+        def key(fold: str, video: str) -> str:
+            return key_for_video(video) if key_for_video is not None else key_for_fold(fold)
 
-    overall_rank = _rank_configs(table, complete, names)
+        per_fold = {fold: _mean_jf(table, lambda v, f=fold: key(f, v), members) for fold, members in fold_map.items()}
+        scored = [v for members in fold_map.values() for v in members]
+        pooled = [jf for fold, members in fold_map.items() for v in members for jf in table[v][key(fold, v)].values()]
+        candidates.append({"name": name, "jf": float(np.mean(pooled)), "per_fold": per_fold, "videos": len(scored), "objects": len(pooled),
+                           "rule": rule if isinstance(rule, dict) else rule.to_dict(), **(extra or {})})
+
     add("best-single", lambda fold: f"single:{ranking[fold][0]}", RuleSpec("single", (overall_rank[0],)))
     if "select" in fixed:
         add("select", lambda fold: "select", RuleSpec("select"))
@@ -319,6 +376,16 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
             add(f"select{suffix}", lambda fold, key=f"select{suffix}": key,
                 {"method": "select", "configs": [], "views": list(view_set)})
 
+    if choosing:  # label-free choices between members, and CGFSeg's pixel-level confidence fusion over them
+        overall_members = family_members(overall_rank, views, complete_any, top_k)
+        # one member per view: counted by view (each fold may take another configuration under it)
+        by_view = (lambda c: store.config_view(c) or BASE_VIEW_LABEL) if views else None
+        for method in CHOICE_METHODS:
+            held = {v: choices[method][v] for videos_in_fold in fold_map.values() for v in videos_in_fold}
+            add(method, None, RuleSpec(method, overall_members), key_for_video=lambda v, m=method: choice_keys[m][v],
+                extra={"member_choices": count_choices(held, by_view)})
+        add("pixel-confidence", lambda fold: f"confidence:{','.join(fold_members[fold])}", RuleSpec("confidence", overall_members))
+
     winner = max(range(len(candidates)), key=lambda i: (candidates[i]["jf"], -i))
     chosen = candidates[winner]
     if chosen["name"] in plans:  # select over views: one mean rule per scene type
@@ -328,9 +395,11 @@ def select_fusion(predictions_root: str | Path, data_root: str | Path, out_plan:
                           best_configs=str(best_configs) if chosen["name"] == "select" else None)
     # the chosen plan's members under other views, scored alone too: the report sets the fusion against them
     view_members = sorted(c for c in (plan.needed_configs(best) or []) if c in complete_any and c not in complete)
-    if view_members:
-        stage_three = [_VideoJob(predictions_root, dataset.video(v), {f"single:{c}": uniform(FusionRule("single", (c,)))[v]
-                                                                      for c in view_members}) for v in names]
+    stage_three = [_VideoJob(predictions_root, dataset.video(v), {f"single:{c}": uniform(FusionRule("single", (c,)))[v]
+                                                                  for c in view_members if f"single:{c}" not in table[v]})
+                   for v in names]
+    stage_three = [job for job in stage_three if job.assignments]
+    if stage_three:
         for video, scores in _run_jobs(stage_three, workers, progress, "select-on: members under views").items():
             table[video].update(scores)
     singles = {c: _mean_jf(table, lambda _v, c=c: f"single:{c}", names) for c in [*complete, *view_members]}

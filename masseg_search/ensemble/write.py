@@ -13,8 +13,10 @@ import yaml
 
 from masseg_search.cluster import map_tasks, ray_connection, require_shared_paths
 from masseg_search.data import layout
+from masseg_search.ensemble.agreement import count_choices, resolve_choices
 from masseg_search.ensemble.fuse import FusedVideo, fuse_video
 from masseg_search.ensemble.plan import (
+    CHOICE_METHODS,
     FusionPlan,
     FusionRule,
     RuleResolver,
@@ -78,6 +80,12 @@ class EnsembleResult:
     frames_written: int
     seconds: float
     problems: list[Any] = field(default_factory=list)
+    choices: dict[str, dict[int, str]] = field(default_factory=dict)  # video -> object -> member (choice rules)
+    choices_path: Path | None = None  # <out>.choices.csv when some rule chose members
+
+    def choice_counts(self) -> dict[str, dict[str, int]]:
+        """How often each member was chosen, over videos and over objects."""
+        return count_choices(self.choices)
 
 
 def _applied_record(plan: FusionPlan, predictions_root: Path, data_root: Path, scene_types: Path | None, best: Path | None,
@@ -115,9 +123,13 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
     dataset = layout.open_dataset(data_root, split_list=split_list)
     names = list(videos) if videos is not None else dataset.video_names
     jobs = []
-    for name in names:
+    choices: dict[str, dict[int, str]] = {}
+    for name in tqdm(names, desc="ensemble: rules", unit="video", disable=not progress or not _has_choice_rules(plan)):
         object_ids = _stored_object_ids(predictions_root, resolver.available, name)
-        jobs.append((predictions_root, dataset.video(name), resolver.rules_for_video(name, object_ids), out_dir))
+        rules = resolver.rules_for_video(name, object_ids)
+        if any(rule.method in CHOICE_METHODS for rule in rules.values()):  # chosen here, without labels
+            rules, choices[name] = resolve_choices(predictions_root, name, rules)
+        jobs.append((predictions_root, dataset.video(name), rules, out_dir))
 
     record_path = out_dir.with_name(out_dir.name + ".plan.yaml")
     record = _applied_record(plan, predictions_root, data_root, scene_types_path, best_path, names)
@@ -149,6 +161,7 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
                 bar.update()
     bar.close()
 
+    choices_path = _write_choices(out_dir, choices) if choices else None
     problems = check_submission(out_dir, dataset.image_root, dataset.annotation_root, videos=names, workers=workers)
     zip_path = out_dir.with_name(out_dir.name + ".zip")
     if problems:
@@ -157,7 +170,21 @@ def run_ensemble(predictions_root: str | Path, plan: FusionPlan | str | Path, da
         zip_path = None
     else:
         write_submission_zip(out_dir, zip_path)
-    return EnsembleResult(out_dir, zip_path, len(jobs), written, time.perf_counter() - started, problems)
+    return EnsembleResult(out_dir, zip_path, len(jobs), written, time.perf_counter() - started, problems, choices,
+                          choices_path)
+
+
+def _has_choice_rules(plan: FusionPlan) -> bool:
+    return any(rule.method in CHOICE_METHODS for rule in plan.rules())
+
+
+def _write_choices(out_dir: Path, choices: dict[str, dict[int, str]]) -> Path:
+    """``<out>.choices.csv`` (video, object_id, member): what the choice rules took, beside the submission."""
+    path = out_dir.with_name(out_dir.name + ".choices.csv")
+    lines = ["video,object_id,member"] + [f"{video},{object_id},{member}" for video, picks in choices.items()
+                                         for object_id, member in sorted(picks.items())]
+    layout.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
 
 
 def _stored_object_ids(predictions_root: Path, configs: list[str], video: str) -> list[int]:

@@ -318,6 +318,7 @@ class MultiConfigEngine:
         low_res = self.image_size // 4
         logits = [np.full((num_frames, low_res, low_res), -1024.0, dtype=self.logits_dtype) for _ in rows]
         scores = [np.full(num_frames, -1024.0, dtype=np.float32) for _ in rows]
+        ious = [np.zeros(num_frames, dtype=np.float32) for _ in rows]  # 0 before the first annotated frame
         chunks = []
         for group in self._row_groups(rows):
             chunk_size = self.max_rows or len(group)
@@ -348,29 +349,34 @@ class MultiConfigEngine:
                 for frame_idx in frames:
                     backbone_out = self._backbone(video, frame_idx, feature_cache)
                     for chunk in chunks:
-                        pred_masks, object_scores = self._track_frame(chunk, rows, checked, mask_inputs, frame_idx,
-                                                                      backbone_out, num_frames)
+                        pred_masks, object_scores, predicted_ious = self._track_frame(
+                            chunk, rows, checked, mask_inputs, frame_idx, backbone_out, num_frames)
                         pred_np = pred_masks[:, 0].float().cpu().numpy()
                         if self.flip:  # back to the video's own orientation
                             pred_np = pred_np[:, :, ::-1]
                         score_np = object_scores[:, 0].float().cpu().numpy()
+                        iou_np = predicted_ious.float().cpu().numpy()
                         for position, row in enumerate(chunk.rows):
                             logits[row][frame_idx] = pred_np[position]
                             scores[row][frame_idx] = score_np[position]
+                            ious[row][frame_idx] = iou_np[position]
         finally:
             model.sigmoid_scale_for_mem_enc, model.sigmoid_bias_for_mem_enc, model.non_overlap_masks_for_mem_enc = saved
-        return self._collect(checked, rows, logits, scores)
+        return self._collect(checked, rows, logits, scores, ious)
 
     def _track_frame(self, chunk: _Chunk, rows: list[tuple[int, Knobs]], checked: CheckedVideo,
                      mask_inputs: dict[int, torch.Tensor], frame_idx: int, backbone_out: dict, num_frames: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One frame for one row chunk: SAM2's ``track_step`` on every row with its own scale and bias; returns
-        the low-res mask logits (B, 1, h, w) and object scores (B, 1) that the plain predictor would output."""
+        the low-res mask logits (B, 1, h, w) and object scores (B, 1) that the plain predictor would output, and
+        the IoU head's estimate (B,) of the mask each row kept (the best of M when multimask; 1 on the given frame,
+        whose mask is the given one)."""
         model = self.model
         model.sigmoid_scale_for_mem_enc, model.sigmoid_bias_for_mem_enc = chunk.scale, chunk.bias
         feats, pos, sizes = self._expanded_features(backbone_out, len(chunk.rows))
         if frame_idx == checked.start_frame:
             pred_masks, object_scores = self._condition(chunk, rows, mask_inputs, frame_idx, feats, pos, sizes, num_frames)
+            predicted_ious = torch.ones(len(chunk.rows))
         else:
             captured: dict[str, torch.Tensor] = {}
             with per_row_memory(model, chunk.row_memory, captured):  # each row's memory knobs (model.memory)
@@ -384,8 +390,10 @@ class MultiConfigEngine:
                 for position, row in enumerate(chunk.rows):
                     self.memory_reads[row][frame_idx] = list(chunk.row_memory.last_selection[position])
             pred_masks, object_scores = self._fill_holes(out["pred_masks"]), out["object_score_logits"]
+            # SAM2's track_step drops the IoU head's output; the per-row decoder (model.memory) keeps it
+            predicted_ious = captured["ious"].reshape(len(chunk.rows), -1).amax(dim=1)
         self._prune(chunk, frame_idx + 1, num_frames)
-        return pred_masks, object_scores
+        return pred_masks, object_scores, predicted_ious
 
     def _condition(self, chunk: _Chunk, rows: list[tuple[int, Knobs]], mask_inputs: dict[int, torch.Tensor],
                    frame_idx: int, feats: list, pos: list, sizes: list, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -435,7 +443,7 @@ class MultiConfigEngine:
         return rows
 
     def _collect(self, checked: CheckedVideo, rows: list[tuple[int, Knobs]], logits: list[np.ndarray],
-                 scores: list[np.ndarray]) -> dict[str, VideoPrediction]:
+                 scores: list[np.ndarray], ious: list[np.ndarray]) -> dict[str, VideoPrediction]:
         results: dict[str, VideoPrediction] = {}
         for row, (obj, knobs) in enumerate(rows):
             key = config_id(knobs)
@@ -449,6 +457,7 @@ class MultiConfigEngine:
             prediction.first_frames[obj] = checked.start_frame
             prediction.logits[obj] = logits[row]
             prediction.object_scores[obj] = scores[row]
+            prediction.predicted_ious[obj] = ious[row]
         return results
 
 

@@ -8,7 +8,9 @@ infer-test runs it: the row "fine-tuned, learned policy"), with two more: ``memo
 (``tune-mss --study val_knobs --knobs scale,bias,admit_score`` and its per-type inference on test, :mod:`masseg_search.pipeline.memory_knobs`), and
 ``demo-table`` (:data:`DEMO_TABLE_STAGE`) before the report: every setting scored on the synthetic test split with a
 bootstrap interval over videos (``demo_table.csv``), and each stage's gain over the row it improves on
-(STAGE_GAINS) with a paired bootstrap interval over videos (``demo_gains.csv``). A new row is a stage that makes
+(STAGE_GAINS) with a paired bootstrap interval over videos (``demo_gains.csv``); with ``ensemble.import_base`` also
+``import-untuned`` and ``per-video`` (:mod:`masseg_search.pipeline.families`: the untuned base imported as another
+model, and the best per-video choice rule applied to test). A new row is a stage that makes
 its predictions (inserted with :func:`~masseg_search.pipeline.stages.insert_stage`) and one more entry in
 :func:`demo_rows`.
 
@@ -34,7 +36,7 @@ from masseg_search.evaluation import evaluate_predictions
 from masseg_search.inference.infer import PER_TYPE_ID, POLICY_ID, run_inference, write_masks
 from masseg_search.model.build import init_checkpoint
 from masseg_search.mss.holdout import bootstrap_ci
-from masseg_search.pipeline import memory_knobs
+from masseg_search.pipeline import families, memory_knobs
 from masseg_search.pipeline.plan import resolve_split_list
 from masseg_search.pipeline.runner import run_pipeline
 from masseg_search.pipeline.stages import STAGES, Stage, StageContext, StageResult, insert_stage
@@ -55,6 +57,9 @@ STAGE_GAINS = (
     ("fine-tuned, learned policy", "fine-tuned, tuned per type", "learned policy vs tuned per type"),
     ("ensemble", "fine-tuned, tuned per type", "ensemble vs tuned per type"),
     (memory_knobs.ROW_NAME, "fine-tuned, tuned per type", "memory knobs (admit_score) vs tuned per type"),
+    (families.PER_VIDEO_ROW, families.PER_VIDEO_MEMBER_ROW, "per-video vs its SAM2 member"),
+    (families.PER_VIDEO_ROW, "fine-tuned, tuned per type", "per-video vs tuned per type"),
+    (families.PER_VIDEO_ROW, "ensemble", "per-video vs ensemble"),
 )
 ROW_WIDTH = 42  # the longest row name, "fine-tuned, tuned per type, memory knobs"
 
@@ -201,6 +206,12 @@ def demo_rows(ctx: StageContext) -> list[RowSpec]:
     plan = Path(ctx.choices("select")["plan"])
     rows.append(RowSpec("ensemble", f"{chosen}, chosen on val ({plan.relative_to(out) if plan.is_relative_to(out) else plan})",
                         lambda: Path(ctx.choices("ensemble")["submission"]), None))
+    per_video = ctx.choices(families.PER_VIDEO_STAGE.name)  # --- with the untuned base imported (pipeline.families)
+    if per_video.get("applied"):
+        rows.append(RowSpec(families.PER_VIDEO_MEMBER_ROW, f"{per_video['members'][0]} alone",
+                            lambda: Path(per_video["member_submission"]), "per_video_member"))
+        rows.append(RowSpec(families.PER_VIDEO_ROW, f"{per_video['rule']} over {', '.join(per_video['members'])}",
+                            lambda: Path(per_video["submission"]), "per_video"))
     return rows
 
 
@@ -233,6 +244,8 @@ DEMO_TABLE_STAGE = Stage("demo-table", "score every setting on the test split (t
                           "data.synth", "mss.bootstrap", "pipeline.test_baselines"), run_demo_table)
 DEMO_STAGES = insert_stage(insert_stage(STAGES, memory_knobs.MEMORY_KNOBS_STAGE, after="infer-test"), DEMO_TABLE_STAGE,
                            before="report")
+DEMO_STAGES = insert_stage(insert_stage(DEMO_STAGES, families.IMPORT_UNTUNED_STAGE, after="infer-val"),
+                           families.PER_VIDEO_STAGE, after="ensemble")
 
 
 def run_demo(out: str | Path = "results/demo", quick: bool = False, config: str | Path | None = None,

@@ -2,9 +2,10 @@
 
 Layout (what `infer` writes and `ensemble`/`tune-mss` read)::
 
-    <predictions>/<config_id>/<video>/object_<id>.npz   logits float16 (T, h, w), object_score float32 (T,)
+    <predictions>/<config_id>/<video>/object_<id>.npz   logits float16 (T, h, w), object_score float32 (T,),
+                                                        predicted_iou float32 (T,) where the model gives one
     <predictions>/<config_id>/<video>/meta.json         frame names, video size, object ids, first frames,
-                                                        scale, bias  (written last: its presence = complete)
+                                                        scale, bias, family  (written last: its presence = complete)
     <predictions>/per_type/<video>/...                  infer --per-type: scale/bias null, object_configs per object
     <predictions>/policy/<video>/...                    infer --policy: the same, each object as a learned policy says
     <predictions>/<config_id>@<view>/<video>/...        infer --view NAME [--flip]: the same under another view
@@ -13,7 +14,9 @@ Layout (what `infer` writes and `ensemble`/`tune-mss` read)::
 memory knob that is set (``s7.5_b-4_st2_mf4``, see :mod:`masseg_search.store.knobs`), and ``@<view>`` when the
 logits come from another *view* of the problem: another model (a second sweep trial's checkpoint) and/or the
 horizontally mirrored video (``infer --flip``, mirrored back). Views are what the ensemble fuses besides the
-configurations themselves; the view-less folders are the *base* view. Video-resolution masks
+configurations themselves; the view-less folders are the *base* view. A view may hold another model family
+(``family`` in meta.json: ``sam2``, ``cutie``, or ``imported`` for masks of any tool brought in by
+``infer --import-masks``, as pseudo-logits: :mod:`masseg_search.store.pseudo_logits`). Video-resolution masks
 are a bilinear upsampling (half-pixel centres, as torch ``align_corners=False``) of the low-res logits, merged
 with SAM2's non-overlap rule: per pixel the object with the highest logit wins, if that logit is above 0.
 No torch here: fusion and submission writing run without it.
@@ -134,6 +137,8 @@ class VideoPrediction:
     knobs: dict[str, Any] | None = None  # the memory knobs set besides scale and bias (store.knobs), None = defaults
     view: str | None = None  # None = the base view; else the view name (another model and/or the mirrored video)
     flipped: bool = False  # tracked on the mirrored video (logits mirrored back)
+    family: str = "sam2"  # the model family that made the logits: sam2, cutie, imported (another tool's masks)
+    predicted_ious: dict[int, np.ndarray] = field(default_factory=dict)  # id -> (T,) float32: SAM2's IoU head, if stored
 
     def meta(self) -> dict:
         """What goes in meta.json."""
@@ -150,6 +155,7 @@ class VideoPrediction:
             "knobs": self.knobs or None,
             "view": self.view,
             "flipped": self.flipped,
+            "family": self.family,
         }
 
 
@@ -164,15 +170,20 @@ def object_file(video_dir: Path, object_id: int) -> Path:
     return Path(video_dir) / f"object_{int(object_id)}.npz"
 
 
-def save_object(video_dir: Path, object_id: int, logits: np.ndarray, object_score: np.ndarray) -> None:
-    """Write one object's logits (stored float16, uncompressed) and scores, atomically.
+def save_object(video_dir: Path, object_id: int, logits: np.ndarray, object_score: np.ndarray,
+                predicted_iou: np.ndarray | None = None) -> None:
+    """Write one object's logits (stored float16, uncompressed) and scores (and SAM2's predicted IoUs when given),
+    atomically.
 
     Uncompressed on purpose: deflate saves only 20-45% on float16 logits but inflating them took ~0.7 ms per
     256x256 frame, 14x the uncompressed read and more than writing the final PNG (benchmarks/bench_ensemble.py).
     Files written compressed by earlier versions load the same way.
     """
     buffer = io.BytesIO()
-    np.savez(buffer, logits=np.asarray(logits, dtype=np.float16), object_score=np.asarray(object_score, dtype=np.float32))
+    arrays = {"logits": np.asarray(logits, dtype=np.float16), "object_score": np.asarray(object_score, dtype=np.float32)}
+    if predicted_iou is not None:
+        arrays["predicted_iou"] = np.asarray(predicted_iou, dtype=np.float32)
+    np.savez(buffer, **arrays)
     atomic_write_bytes(object_file(video_dir, object_id), buffer.getvalue())
 
 
@@ -181,7 +192,8 @@ def save_video_prediction(video_dir: Path, prediction: VideoPrediction) -> None:
     video_dir = Path(video_dir)
     (video_dir / META_FILE).unlink(missing_ok=True)
     for object_id in prediction.object_ids:
-        save_object(video_dir, object_id, prediction.logits[object_id], prediction.object_scores[object_id])
+        save_object(video_dir, object_id, prediction.logits[object_id], prediction.object_scores[object_id],
+                    prediction.predicted_ious.get(object_id))
     atomic_write_bytes(video_dir / META_FILE, json.dumps(prediction.meta(), indent=1).encode())
 
 
@@ -283,6 +295,7 @@ def load_video_prediction(video_dir: Path, object_ids: list[int] | None = None, 
         knobs=meta.get("knobs"),
         view=meta.get("view"),
         flipped=bool(meta.get("flipped", False)),
+        family=str(meta.get("family") or "sam2"),  # stores written before families existed hold SAM2 only
     )
     for object_id in wanted:
         path = object_file(video_dir, object_id)
@@ -292,6 +305,8 @@ def load_video_prediction(video_dir: Path, object_ids: list[int] | None = None, 
             arrays = read_npz(path, mmap=mmap)
             prediction.logits[object_id] = arrays["logits"]
             prediction.object_scores[object_id] = arrays["object_score"]
+            if "predicted_iou" in arrays:
+                prediction.predicted_ious[object_id] = arrays["predicted_iou"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise MassegError(f"cannot read stored logits ({exc})", path, "delete the video folder and rerun infer") from None
     return prediction

@@ -50,7 +50,8 @@ def test_best_single_config_wins_over_fusing_it_with_worse_ones(tiny_dataset: Pa
     assert selection["chosen"] == "best-single" and plan.default.method == "single" and plan.default.configs == ("s20_b-10",)
     assert selection["held_out"] is True and set(selection["folds"]) == {"0", "1"}
     names = {c["name"]: c for c in selection["candidates"]}
-    assert set(names) == {"best-single", "mean-top3", "logit-mean-top3", "vote-all"}
+    assert set(names) == {"best-single", "mean-top3", "logit-mean-top3", "vote-all", "per-video-consensus", "per-video-confidence",
+                          "per-object-consensus", "per-object-confidence", "pixel-confidence"}
     assert all(set(c["per_fold"]) == {"0", "1"} and 0 <= c["jf"] <= 1 for c in names.values())
     assert names["best-single"]["jf"] == max(c["jf"] for c in names.values())
     assert max(selection["single_configs"], key=selection["single_configs"].get) == "s20_b-10"

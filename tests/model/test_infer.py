@@ -36,6 +36,11 @@ def test_predictions_layout_and_masks(tiny_dataset, tiny_checkpoint, tmp_path):
             prediction = load_video_prediction(out / folder / name)
             video = dataset.video(name)
             assert prediction.logits[prediction.object_ids[0]].dtype == np.float16
+            # SAM2's own confidence, for per-video-confidence: its IoU head per object and frame (1 where given)
+            assert prediction.family == "sam2" and set(prediction.predicted_ious) == set(prediction.object_ids)
+            for object_id, ious in prediction.predicted_ious.items():
+                start = prediction.first_frames[object_id]
+                assert ious.shape == (len(prediction.frame_names),) and ious[start] == 1.0 and np.isfinite(ious).all()
             masks = sorted((out / folder / "Annotations" / name).glob("*.png"))
             assert [p.stem for p in masks] == video.frame_names
             start, first_mask = video.first_annotation()
