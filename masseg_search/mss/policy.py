@@ -72,7 +72,13 @@ def tree_settings(mss: MssSection, seed: int | None = None) -> TreeSettings:
 
 
 def _unique(configs: list) -> list[Config]:
-    return list(dict.fromkeys(as_knobs(config) for config in configs))
+    """The configurations in order, each once; two that share a config id (the same up to its %g digits) are one
+    (the candidate table names its columns by id)."""
+    unique: dict[str, Config] = {}
+    for config in configs:
+        knobs = as_knobs(config)
+        unique.setdefault(knobs_id(knobs), knobs)
+    return list(unique.values())
 
 
 def base_candidates(mss: MssSection) -> list[Config]:
@@ -86,10 +92,13 @@ def base_candidates(mss: MssSection) -> list[Config]:
 
 
 def heldout_knobs(per_object: pd.DataFrame) -> list[Knobs]:
-    """Each row's per-type choice in tune-mss's held-out table: its config id, or (scale, bias) in older tables."""
+    """Each row's per-type choice in tune-mss's held-out table: its knobs from its config id (older tables have
+    none), its scale and bias at full precision from chosen_scale and chosen_bias."""
+    pairs = zip(per_object["chosen_scale"], per_object["chosen_bias"])
     if "chosen_config" in per_object:
-        return [parse_knobs_id(str(text))[0] for text in per_object["chosen_config"]]
-    return [Knobs(scale, bias) for scale, bias in zip(per_object["chosen_scale"], per_object["chosen_bias"])]
+        return [parse_knobs_id(str(text))[0].with_pair(float(scale), float(bias))
+                for text, (scale, bias) in zip(per_object["chosen_config"], pairs)]
+    return [Knobs(scale, bias) for scale, bias in pairs]
 
 
 def fold_candidates(mss: MssSection, holdout: HoldoutResult) -> dict[int, list[Config]]:

@@ -59,15 +59,16 @@ class CandidateTable:
         """The rows where ``mask`` holds."""
         return CandidateTable(self.objects[mask].reset_index(drop=True), list(self.configs), self.jf[mask])
 
-    def columns(self, configs: list[Config]) -> list[int]:
-        """The column index of each configuration (a clear error for one that is not a candidate)."""
-        index = {config: i for i, config in enumerate(self.configs)}
-        wanted = [as_knobs(config) for config in configs]
-        missing = [knobs_id(config) for config in wanted if config not in index]
+    def columns(self, configs: list) -> list[int]:
+        """The column index of each configuration, matched by config id (a clear error for one that is not a
+        candidate)."""
+        index = {knobs_id(config): i for i, config in enumerate(self.configs)}
+        wanted = [knobs_id(as_knobs(config)) for config in configs]
+        missing = [name for name in wanted if name not in index]
         if missing:
             raise MassegError(f"configurations {missing} are not in the candidate table",
                               fix="rerun tune-mss --policy learned so the candidate pass covers them")
-        return [index[config] for config in wanted]
+        return [index[name] for name in wanted]
 
 
 @dataclass
@@ -190,13 +191,9 @@ def fit_tree_policy(train: CandidateTable, allowed: list[Config], depth: int, se
 
 def policy_columns(policy: Policy, table: CandidateTable) -> np.ndarray:
     """Per row of ``table``, the candidate column the policy chooses."""
-    index = {config: i for i, config in enumerate(table.configs)}
     leaf_configs = policy.leaf_configs()
     chosen = [leaf_configs.get(leaf, policy.default) for leaf in policy.assign(table.objects)]
-    missing = sorted({knobs_id(config) for config in chosen if config not in index})
-    if missing:
-        raise MassegError(f"the policy chooses {missing}, which are not candidates", fix="a bug: fit on the same candidates")
-    return np.array([index[config] for config in chosen], dtype=int)
+    return np.array(table.columns(chosen), dtype=int)
 
 
 def policy_value(policy: Policy, table: CandidateTable) -> float:

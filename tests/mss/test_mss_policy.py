@@ -203,3 +203,21 @@ def test_policy_needs_heldout_folds(tmp_path: Path, tiny_dataset: Path, monkeypa
     with pytest.raises(MassegError, match="--cv"):
         tune_mss(_config(tmp_path, tiny_dataset), study="val", scorer=SyntheticScorer(), progress=False, cv=0,
                  policy="learned")
+
+
+def test_candidates_keep_full_precision_and_one_column_per_config_id() -> None:
+    """The per-fold choices come with their knobs from chosen_config and their exact scale and bias; a choice that
+    equals another up to its id's digits is one candidate (the table's columns are named by id)."""
+    from masseg_search.config import MssSection
+    from masseg_search.mss.holdout import HoldoutResult
+    from masseg_search.mss.policy import _unique, fold_candidates
+
+    held = pd.DataFrame({"fold": [0, 1], "video": ["a", "b"], "object_id": [1, 1],
+                         "chosen_config": ["s5.26694_b-1.1037_as0.5", "s20_b-10"],
+                         "chosen_scale": [5.26694456611062, 20.0], "chosen_bias": [-1.1037030452106258, -10.0]})
+    mss = MssSection.model_validate({"policy": {"grid_points": 0}})
+    candidates = fold_candidates(mss, HoldoutResult([["a"], ["b"]], held, pd.DataFrame()))
+    chosen = candidates[0][-1]
+    assert (chosen.scale, chosen.bias, chosen.admit_score) == (5.26694456611062, -1.1037030452106258, 0.5)
+    assert [c.pair for c in candidates[1]] == [(20.0, -10.0), (7.5, -4.0)]  # SAM2's default once
+    assert len(_unique([(5.26694456611062, -1.1037030452106258), (5.26694, -1.1037)])) == 1
