@@ -17,7 +17,7 @@ from masseg_search.ensemble import plan_from_dict, run_ensemble
 from masseg_search.errors import MassegError
 from masseg_search.store import predictions as store
 
-pytest.importorskip("cutie", reason="rf-cutie is not installed (pip install rf-cutie)")
+pytest.importorskip("cutie.model.cutie", reason="rf-cutie is not installed (pip install rf-cutie)")  # cutie: a namespace package
 
 from masseg_search.model.cutie_engine import CutieEngine, build_cutie, working_tokens  # noqa: E402
 
